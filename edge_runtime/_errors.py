@@ -1,0 +1,105 @@
+"""The one exception hierarchy of ``edge_runtime``.
+
+Every error the runtime raises on purpose is an :class:`EdgeError`; errors from third-party
+libraries (LiteRT, onnxruntime, OpenCV, Pillow, cryptography, sqlite3) are wrapped at the
+boundary with ``raise ... from exc`` so callers only ever catch this tree::
+
+    EdgeError
+    ├── BundleError                 a bundle cannot be used
+    │   ├── ManifestError           manifest.json missing, not JSON, or not schema-valid
+    │   ├── IntegrityError          a file's size or sha256 differs from the manifest, or is missing
+    │   ├── SignatureError          signature missing, malformed, or not made by the trusted key
+    │   └── UnsafeArchiveError      a .tar.gz entry would land outside the target directory
+    ├── ModelError                  the model file itself cannot be read or described
+    ├── BackendError                a backend cannot serve the request
+    │   ├── BackendUnavailableError its library is not installed (says which pip install fixes it)
+    │   └── InferenceError          the backend failed while running the model
+    ├── InputError                  an input does not fit the model (shape, channels, dtype)
+    │   └── DecodeError             an image or data row cannot be decoded
+    ├── SourceError                 a source cannot be opened or read
+    ├── SinkError                   a sink cannot be opened or written
+    └── KeyFileError                a key file is missing or malformed
+
+Messages name the file or value at fault and, where one exists, the fix, so the CLI can print
+them as they are on one line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "BundleError",
+    "DecodeError",
+    "EdgeError",
+    "InferenceError",
+    "InputError",
+    "IntegrityError",
+    "KeyFileError",
+    "ManifestError",
+    "ModelError",
+    "SignatureError",
+    "SinkError",
+    "SourceError",
+    "UnsafeArchiveError",
+]
+
+
+class EdgeError(Exception):
+    """Base of every error raised on purpose by edge_runtime."""
+
+
+class BundleError(EdgeError):
+    """A bundle (directory or .tar.gz) cannot be used."""
+
+
+class ManifestError(BundleError):
+    """manifest.json is missing, unreadable, or does not follow the schema."""
+
+
+class IntegrityError(BundleError):
+    """A bundle file is missing or its size/sha256 differs from the manifest."""
+
+
+class SignatureError(BundleError):
+    """The manifest signature is missing, malformed, or not made by the trusted key."""
+
+
+class UnsafeArchiveError(BundleError):
+    """An archive entry would be written outside the extraction directory."""
+
+
+class ModelError(EdgeError):
+    """A model file cannot be read or described (truncated, wrong format, corrupt)."""
+
+
+class BackendError(EdgeError):
+    """A backend cannot serve the request."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend's library is not installed; the message says how to install it."""
+
+
+class InferenceError(BackendError):
+    """The backend raised while running the model."""
+
+
+class InputError(EdgeError):
+    """An input does not fit the model: wrong shape, channel count or dtype."""
+
+
+class DecodeError(InputError):
+    """An image or tabular row cannot be decoded."""
+
+
+class SourceError(EdgeError):
+    """A source (file, directory, camera, stream) cannot be opened or read."""
+
+
+class SinkError(EdgeError):
+    """A sink (file, database, outbox) cannot be opened or written."""
+
+
+class KeyFileError(EdgeError):
+    """A signing or verification key file is missing or malformed."""

@@ -1,0 +1,154 @@
+"""Image decoding and manifest-driven preprocessing.
+
+Pillow does the decoding and resizing on every source (files, OpenCV frames, picamera2 arrays),
+so that one bundle gives the same tensor, and the same answer, whatever delivered the pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ._errors import DecodeError, InputError
+from ._manifest import Preprocess, TensorSpec
+
+__all__ = ["ImagePreprocessor", "load_image"]
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
+
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array; DecodeError names the file otherwise."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DecodeError(f"{p}: {im.width}x{im.height} is larger than {MAX_IMAGE_PIXELS} pixels")
+            rgb = im.convert("RGB")
+            return np.asarray(rgb)
+    except FileNotFoundError as exc:
+        raise DecodeError(f"{p}: no such file") from exc
+    except UnidentifiedImageError as exc:
+        raise DecodeError(f"{p}: not an image Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError.
+        raise DecodeError(f"{p}: image is corrupt or truncated ({exc})") from exc
+
+
+class ImagePreprocessor:
+    """Turns an RGB uint8 array of any size into the model's input tensor (batch of one)."""
+
+    def __init__(self, pre: Preprocess, spec: TensorSpec) -> None:
+        self.pre = pre
+        self.spec = spec
+        shape = spec.shape
+        if len(shape) != 4:
+            raise InputError(f"input {spec.name!r} has shape {shape}; image preprocessing needs a 4-D input")
+        layout = spec.layout if spec.layout in ("NHWC", "NCHW") else "NHWC"
+        self.layout = layout
+        if layout == "NHWC":
+            h, w, c = shape[1], shape[2], shape[3]
+        else:
+            c, h, w = shape[1], shape[2], shape[3]
+        if pre.size is not None:
+            w, h = pre.size
+        if h <= 0 or w <= 0:
+            raise InputError(f"input {spec.name!r} has a dynamic size {shape}; set preprocess size (--resize WxH)")
+        self.width, self.height = int(w), int(h)
+        self.channels = int(c) if c > 0 else 3
+        if self.channels not in (1, 3):
+            raise InputError(f"input {spec.name!r} has {self.channels} channels; images give 1 or 3")
+        self.dtype = np.dtype(spec.dtype)
+        self.q = spec.quantization
+        self._raw = (
+            self.dtype == np.uint8 and pre.mean is None and pre.std is None and pre.scale == 1.0
+        )
+        c_ = self.channels
+        self._mean = np.asarray(pre.mean if pre.mean is not None else [0.0], dtype=np.float32).reshape(-1)
+        self._std = np.asarray(pre.std if pre.std is not None else [1.0], dtype=np.float32).reshape(-1)
+        if c_ == 1:
+            self._mean, self._std = self._mean[:1], self._std[:1]
+        self._resample = _RESAMPLE[pre.interpolation]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        arr = _as_rgb(image)
+        resized = self._resize(arr)
+        if self.channels == 1:
+            resized = np.asarray(Image.fromarray(resized).convert("L"))[..., None]
+        elif self.pre.color == "bgr":
+            resized = resized[..., ::-1]
+        if self._raw:
+            x = resized
+        else:
+            f = resized.astype(np.float32)
+            if self.pre.scale != 1.0:
+                f *= np.float32(self.pre.scale)
+            f = (f - self._mean) / self._std
+            x = self._to_dtype(f)
+        if self.layout == "NCHW":
+            x = np.transpose(x, (2, 0, 1))
+        return np.ascontiguousarray(x[None, ...])
+
+    def _to_dtype(self, f: np.ndarray) -> np.ndarray:
+        if self.dtype.kind == "f":
+            return f.astype(self.dtype, copy=False)
+        if self.q is None:
+            info = np.iinfo(self.dtype)
+            return np.clip(np.rint(f), info.min, info.max).astype(self.dtype)
+        info = np.iinfo(self.dtype)
+        q = np.rint(f / np.float32(self.q.scale) + np.float32(self.q.zero_point))
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def _resize(self, arr: np.ndarray) -> np.ndarray:
+        w, h = self.width, self.height
+        src_h, src_w = arr.shape[:2]
+        mode = self.pre.resize_mode
+        if (src_w, src_h) == (w, h):
+            return arr
+        im = Image.fromarray(arr)
+        if mode == "squash":
+            return np.asarray(im.resize((w, h), self._resample))
+        if mode == "center-crop":
+            s = max(w / src_w, h / src_h)
+            nw, nh = max(w, round(src_w * s)), max(h, round(src_h * s))
+            im = im.resize((nw, nh), self._resample)
+            left, top = (nw - w) // 2, (nh - h) // 2
+            return np.asarray(im.crop((left, top, left + w, top + h)))
+        # letterbox: fit inside, keep aspect ratio, pad the rest with black
+        s = min(w / src_w, h / src_h)
+        nw, nh = max(1, round(src_w * s)), max(1, round(src_h * s))
+        canvas = Image.new("RGB", (w, h))
+        canvas.paste(im.resize((nw, nh), self._resample), ((w - nw) // 2, (h - nh) // 2))
+        return np.asarray(canvas)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"an image must be a numpy array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3:
+        raise InputError(f"an image must be HxW or HxWxC, got shape {list(image.shape)}")
+    c = image.shape[2]
+    if c == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif c == 4:
+        image = image[..., :3]
+    elif c != 3:
+        raise InputError(f"an image must have 1, 3 or 4 channels, got {c}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError("image is empty (0 pixels)")
+    if image.dtype != np.uint8:
+        if image.dtype.kind == "f" and image.size and float(np.nanmax(image)) <= 1.0:
+            image = image * 255.0
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)

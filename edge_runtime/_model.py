@@ -1,0 +1,268 @@
+"""A loaded bundle ready to predict: preprocess, backend, postprocess, all driven by the manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._bundle import Bundle, open_bundle
+from ._errors import BundleError, EdgeError, InputError
+from ._imaging import ImagePreprocessor
+from ._manifest import Manifest, TensorSpec
+from ._signing import PublicKey
+from .backends import Backend, BackendOptions, TensorInfo, load_backend
+
+__all__ = ["Model", "Prediction", "RuntimeSettings", "resolve_settings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """What one input gave. ``top_k`` for classifiers, ``values`` for regressors."""
+
+    top_k: list[tuple[str, float]] | None = None
+    values: list[float] | None = None
+    scores: np.ndarray | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def score(self) -> float | None:
+        return self.top_k[0][1] if self.top_k else None
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Backend order and threads, as a device profile or the user chose them."""
+
+    order: tuple[str, ...]
+    threads: int
+    profile: str | None
+
+
+def resolve_settings(profile: Any = None, threads: int | None = None) -> RuntimeSettings:
+    """Threads and backend order from the named (or detected) profile, overridden by ``threads``.
+
+    A missing or unreadable profile is not fatal: the runtime falls back to every backend in
+    registry order and one thread per core.
+    """
+    from .backends import DEFAULT_ORDER
+
+    prof = None
+    try:
+        import device_profiles
+
+        prof = profile if isinstance(profile, device_profiles.Profile) else device_profiles.profile_for(profile)
+    except ImportError:
+        log.debug("device_profiles is not importable; using defaults")
+    except EdgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken profile must not stop a device from serving
+        if profile is not None:
+            raise
+        log.warning("profile detection failed (%s); using defaults", exc)
+    if prof is None:
+        return RuntimeSettings(DEFAULT_ORDER, threads or (os.cpu_count() or 1), None)
+    return RuntimeSettings(tuple(prof.backends), threads or prof.threads, prof.name)
+
+
+class Model:
+    """A bundle loaded on a backend.
+
+    >>> m = Model.load("mobilenet-bundle/")          # doctest: +SKIP
+    >>> m.predict(load_image("cat.png")).label       # doctest: +SKIP
+    'Egyptian cat'
+    """
+
+    def __init__(self, bundle: Bundle, backend: Backend, *, settings: RuntimeSettings | None = None) -> None:
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.backend = backend
+        self.backend_name = type(backend).name
+        self.settings = settings
+        self.labels = bundle.labels()
+        self._check_io()
+        m = self.manifest
+        self._pre: ImagePreprocessor | None = None
+        if m.preprocess.kind == "image":
+            self._pre = ImagePreprocessor(m.preprocess, self._input_spec(0))
+        self._score_idx = self._pick_scores_output()
+        self._out_q = m.outputs[self._score_idx].quantization if self._score_idx < len(m.outputs) else None
+        self._top_k = m.postprocess.top_k
+        self._softmax = m.postprocess.softmax
+        self._threshold = m.postprocess.threshold
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path | Bundle,
+        *,
+        backend: str | None = None,
+        threads: int | None = None,
+        profile: Any = None,
+        pubkey: PublicKey | list[PublicKey] | None = None,
+    ) -> Model:
+        """Open (and verify) a bundle and load it on ``backend`` or the profile's best one."""
+        b = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, pubkey=pubkey)
+        settings = resolve_settings(profile, threads)
+        opts = BackendOptions(
+            threads=settings.threads, inputs=tuple(b.manifest.inputs), outputs=tuple(b.manifest.outputs)
+        )
+        be = load_backend(b.model_path, b.manifest.format, opts, backend=backend, order=settings.order)
+        return cls(b, be, settings=settings)
+
+    def _check_io(self) -> None:
+        """The manifest must describe the model it ships: a mismatch means a broken or tampered bundle."""
+        for kind, declared, actual in (("input", self.manifest.inputs, self.backend.inputs),
+                                       ("output", self.manifest.outputs, self.backend.outputs)):
+            if type(self.backend).name == "opencv-dnn":
+                break  # OpenCV takes its specs from the manifest; nothing to compare
+            if len(declared) != len(actual):
+                raise BundleError(f"{self.bundle.origin}: manifest lists {len(declared)} {kind}(s), "
+                                  f"the model has {len(actual)}")
+            for d, a in zip(declared, actual, strict=True):
+                if d.dtype != a.dtype.name or not _shapes_agree(d.shape, a.shape):
+                    raise BundleError(
+                        f"{self.bundle.origin}: manifest says {kind} {d.name!r} is {d.dtype}{d.shape}, "
+                        f"the model has {a.dtype.name}{list(a.shape)}")
+
+    def _input_spec(self, i: int) -> TensorSpec:
+        return self.manifest.inputs[i]
+
+    def _pick_scores_output(self) -> int:
+        outs = self.manifest.outputs
+        wanted = self.manifest.postprocess.output
+        if wanted is not None:
+            for i, o in enumerate(outs):
+                if o.name == wanted:
+                    return i
+            raise BundleError(f"{self.bundle.origin}: postprocess.output {wanted!r} is not an output of the model")
+        for i, o in enumerate(outs):
+            if "prob" in o.name.lower() and np.dtype(o.dtype).kind == "f":
+                return i
+        return 0
+
+    # -- the three steps -------------------------------------------------------------------
+    def preprocess(self, x: Any) -> list[np.ndarray]:
+        """An RGB image (HxWx3 uint8) or a tabular row (1-D numbers) to the model's input tensors."""
+        if self._pre is not None:
+            return [self._pre(x)]
+        return [self._row(x)]
+
+    def _row(self, x: Any) -> np.ndarray:
+        spec = self.manifest.inputs[0]
+        try:
+            arr = np.asarray(x, dtype=np.dtype(spec.dtype))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"row cannot be read as {spec.dtype}: {exc}") from exc
+        want = [d for d in spec.shape[1:]]
+        n = int(np.prod([d for d in want if d > 0])) if want else 1
+        if arr.ndim == 0 or (arr.size != n and all(d > 0 for d in want)):
+            raise InputError(f"row has {arr.size} value(s); input {spec.name!r} takes shape {spec.shape}")
+        shape = [1, *[d if d > 0 else -1 for d in want]] if want else [1]
+        return np.ascontiguousarray(arr.reshape(shape))
+
+    def infer(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.backend.run(tensors)
+
+    def postprocess(self, outputs: Sequence[np.ndarray]) -> Prediction:
+        task = self.manifest.task
+        out = outputs[self._score_idx]
+        if task in ("regression",) or (task == "tabular" and not self.labels):
+            vals = _dequantize(np.asarray(out), self._out_q).reshape(-1)
+            return Prediction(values=[float(v) for v in vals])
+        scores = _dequantize(np.asarray(out), self._out_q).reshape(-1).astype(np.float32, copy=False)
+        if self._softmax is True or (self._softmax == "auto" and not _looks_like_probs(scores)):
+            scores = _softmax(scores)
+        k = min(self._top_k, scores.size)
+        idx = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        labels = self.labels
+        top = [(labels[i] if i < len(labels) else str(int(i)), float(scores[i]))
+               for i in idx if scores[i] >= self._threshold]
+        return Prediction(top_k=top, scores=scores)
+
+    def predict(self, x: Any) -> Prediction:
+        t0 = time.perf_counter()
+        tensors = self.preprocess(x)
+        t1 = time.perf_counter()
+        outs = self.infer(tensors)
+        t2 = time.perf_counter()
+        pred = self.postprocess(outs)
+        t3 = time.perf_counter()
+        pred.latency_ms = {
+            "preprocess": round((t1 - t0) * 1000, 3),
+            "inference": round((t2 - t1) * 1000, 3),
+            "postprocess": round((t3 - t2) * 1000, 3),
+            "total": round((t3 - t0) * 1000, 3),
+        }
+        return pred
+
+    def predict_file(self, path: str | Path) -> Prediction:
+        from ._imaging import load_image
+
+        return self.predict(load_image(path))
+
+    # -- info ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def input_infos(self) -> list[TensorInfo]:
+        return self.backend.inputs
+
+    def close(self) -> None:
+        self.backend.close()
+        self.bundle.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name} v{self.version} on {self.backend_name}>"
+
+
+def _shapes_agree(declared: Sequence[int], actual: Sequence[int]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    return all(d == a or d == -1 or a == -1 for d, a in zip(declared, actual, strict=True))
+
+
+def _dequantize(x: np.ndarray, q: Any) -> np.ndarray:
+    if q is None or x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False) if x.dtype.kind == "f" else x.astype(np.float32)
+    return (x.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
+
+
+def _looks_like_probs(s: np.ndarray) -> bool:
+    if s.size == 0:
+        return True
+    # Quantized probabilities do not sum to exactly 1 (each class is rounded to a 1/256 step),
+    # so the sum is only checked loosely; logits practically never all fall inside [0, 1].
+    return bool(s.min() >= -1e-6 and s.max() <= 1.0 + 1e-6 and 0.5 <= float(s.sum()) <= 1.5)
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max())
+    out: np.ndarray = e / e.sum()
+    return out

@@ -1,0 +1,111 @@
+"""Ed25519 keys and manifest signatures (``manifest.sig`` holds the raw 64-byte signature)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ._errors import KeyFileError, SignatureError
+
+__all__ = [
+    "PrivateKey",
+    "PublicKey",
+    "generate_keypair",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "sign_bytes",
+    "verify_bytes",
+]
+
+PrivateKey = Ed25519PrivateKey
+PublicKey = Ed25519PublicKey
+
+PRIVATE_NAME = "edge_signing.key"
+PUBLIC_NAME = "edge_signing.pub"
+
+
+def generate_keypair(out_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair as PEM files; the private key is created mode 0600."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    priv_path, pub_path = out / PRIVATE_NAME, out / PUBLIC_NAME
+    if not overwrite and (priv_path.exists() or pub_path.exists()):
+        raise KeyFileError(f"{priv_path} or {pub_path} already exists; pass overwrite to replace it")
+    key = Ed25519PrivateKey.generate()
+    priv_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # O_EXCL|0600 so the private key is never readable by others, not even for an instant.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(priv_path, flags, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(priv_pem)
+    pub_path.write_bytes(pub_pem)
+    return priv_path, pub_path
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not a PEM private key ({exc})") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: is a {type(key).__name__}, an Ed25519 private key is needed")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not a PEM public key ({exc})") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path}: is a {type(key).__name__}, an Ed25519 public key is needed")
+    return key
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short stable name for a public key: the first 16 hex digits of sha256 of its raw bytes."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_bytes(key: Ed25519PrivateKey, data: bytes) -> bytes:
+    return key.sign(data)
+
+
+def verify_bytes(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature: bytes, *, what: str) -> str:
+    """Check ``signature`` over ``data`` against any of ``keys``; return the id of the key that matched."""
+    if len(signature) != 64:
+        raise SignatureError(f"{what}: signature is {len(signature)} bytes, an Ed25519 signature is 64")
+    candidates = keys if isinstance(keys, list) else [keys]
+    for k in candidates:
+        try:
+            k.verify(signature, data)
+        except InvalidSignature:
+            continue
+        return key_id(k)
+    ids = ", ".join(key_id(k) for k in candidates)
+    raise SignatureError(f"{what}: signature does not match the trusted key(s) {ids}: tampered, or signed by another key")
+
+
+def _read_key_file(path: str | Path) -> bytes:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{p}: cannot read key file ({exc.strerror})") from exc
+    if len(data) > 64 * 1024:
+        raise KeyFileError(f"{p}: {len(data)} bytes is too large for a key file")
+    return data

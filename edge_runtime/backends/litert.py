@@ -1,0 +1,114 @@
+"""LiteRT backend: ai-edge-litert, else tflite-runtime, else tensorflow.lite."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
+from .._manifest import Quantization
+from ._base import Backend, BackendOptions, TensorInfo
+
+__all__ = ["LiteRTBackend"]
+
+# In order of preference: the maintained runtime first; tflite-runtime does not load with NumPy 2.
+_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite.python.interpreter", "tensorflow"),
+)
+
+
+class LiteRTBackend(Backend):
+    name: ClassVar[str] = "litert"
+    formats: ClassVar[tuple[str, ...]] = ("tflite",)
+    modules: ClassVar[tuple[str, ...]] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    install_hint: ClassVar[str] = "pip install 'edge-runtime[tflite]'  (installs ai-edge-litert)"
+
+    def __init__(self, interpreter: Any, library: str, version: str, threads: int | None) -> None:
+        self._it = interpreter
+        self._library = library
+        self._version = version
+        self.threads = threads
+        ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+        self._in_idx = [d["index"] for d in ins]
+        self._out_idx = [d["index"] for d in outs]
+        self.inputs = [_info(d) for d in ins]
+        self.outputs = [_info(d) for d in outs]
+        self._set = interpreter.set_tensor
+        self._get = interpreter.get_tensor
+        self._invoke = interpreter.invoke
+
+    @classmethod
+    def load(cls, model_path: Path, options: BackendOptions) -> LiteRTBackend:
+        interp_cls, library, version = _import_interpreter()
+        try:
+            it = interp_cls(model_path=str(model_path), num_threads=options.threads)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{model_path}: LiteRT cannot load it: {_first_line(exc)}") from exc
+        return cls(it, library, version, options.threads)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(inputs) != len(self._in_idx):
+            raise InputError(f"model takes {len(self._in_idx)} input(s), got {len(inputs)}")
+        try:
+            for idx, arr in zip(self._in_idx, inputs, strict=True):
+                self._set(idx, arr)
+            self._invoke()
+            return [self._get(i) for i in self._out_idx]
+        except ValueError as exc:
+            # set_tensor reports shape/dtype mismatches as ValueError.
+            raise InputError(f"input does not fit the model: {_first_line(exc)}") from exc
+        except RuntimeError as exc:
+            raise InferenceError(f"LiteRT failed while running the model: {_first_line(exc)}") from exc
+
+    def resize_input(self, index: int, shape: Sequence[int]) -> None:
+        self._it.resize_tensor_input(self._in_idx[index], list(shape))
+        self._it.allocate_tensors()
+        self.inputs = [_info(d) for d in self._it.get_input_details()]
+        self.outputs = [_info(d) for d in self._it.get_output_details()]
+
+    def library_version(self) -> str:
+        return f"{self._library} {self._version}"
+
+
+def _import_interpreter() -> tuple[Any, str, str]:
+    for module, dist in _CANDIDATES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        interp = getattr(mod, "Interpreter", None)
+        if interp is None:
+            continue
+        return interp, dist, _dist_version(dist)
+    raise BackendUnavailableError(
+        f"the litert backend needs ai-edge-litert (or tflite-runtime / tensorflow): {LiteRTBackend.install_hint}"
+    )
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _info(d: dict[str, Any]) -> TensorInfo:
+    sig = d.get("shape_signature")
+    shape = tuple(int(x) for x in (sig if sig is not None and len(sig) else d["shape"]))
+    scale, zp = d.get("quantization", (0.0, 0))
+    q = Quantization(scale=float(scale), zero_point=int(zp)) if scale and scale > 0 else None
+    return TensorInfo(name=str(d["name"]), shape=shape, dtype=np.dtype(d["dtype"]), quantization=q)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

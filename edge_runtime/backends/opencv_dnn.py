@@ -1,0 +1,81 @@
+"""OpenCV DNN backend: runs ONNX through ``cv2.dnn``.
+
+It exists for 32-bit Raspberry Pi OS, where onnxruntime publishes no wheel but OpenCV does.
+OpenCV cannot list a network's input shapes, so the bundle manifest supplies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
+from ._base import Backend, BackendOptions, TensorInfo
+
+__all__ = ["OpenCVDnnBackend"]
+
+
+class OpenCVDnnBackend(Backend):
+    name: ClassVar[str] = "opencv-dnn"
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    modules: ClassVar[tuple[str, ...]] = ("cv2",)
+    install_hint: ClassVar[str] = "pip install 'edge-runtime[camera]'  (installs opencv-python-headless)"
+
+    def __init__(self, net: Any, cv2: Any, options: BackendOptions) -> None:
+        self._net = net
+        self._cv2 = cv2
+        self.threads = options.threads
+        self.inputs = [TensorInfo.from_spec(s) for s in options.inputs]
+        if options.outputs:
+            self.outputs = [TensorInfo.from_spec(s) for s in options.outputs]
+            self._out_names = [s.name for s in options.outputs]
+        else:
+            self._out_names = list(net.getUnconnectedOutLayersNames())
+            self.outputs = [TensorInfo(n, (), np.dtype("float32")) for n in self._out_names]
+
+    @classmethod
+    def load(cls, model_path: Path, options: BackendOptions) -> OpenCVDnnBackend:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise BackendUnavailableError(f"the opencv-dnn backend needs OpenCV: {cls.install_hint}") from exc
+        if not options.inputs:
+            raise ModelError(f"{model_path}: opencv-dnn needs the input specs of a bundle manifest; "
+                             "wrap the model with `edge bundle` first")
+        if options.threads:
+            cv2.setNumThreads(options.threads)
+        try:
+            net = cv2.dnn.readNetFromONNX(str(model_path))
+            net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        except cv2.error as exc:
+            raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {_first_line(exc)}") from exc
+        if net.empty():
+            raise ModelError(f"{model_path}: OpenCV DNN loaded an empty network")
+        return cls(net, cv2, options)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise InputError(f"model takes {len(self.inputs)} input(s), got {len(inputs)}")
+        for info, arr in zip(self.inputs, inputs, strict=True):
+            expect = tuple(info.shape)
+            if len(expect) != arr.ndim or any(e not in (-1, a) for e, a in zip(expect, arr.shape, strict=True)):
+                raise InputError(f"input {info.name!r} must have shape {list(expect)}, got {list(arr.shape)}")
+        try:
+            for info, arr in zip(self.inputs, inputs, strict=True):
+                self._net.setInput(np.ascontiguousarray(arr), info.name)
+            outs = self._net.forward(self._out_names)
+        except self._cv2.error as exc:
+            raise InferenceError(f"OpenCV DNN failed while running the model: {_first_line(exc)}") from exc
+        return [np.asarray(o) for o in outs]
+
+    def library_version(self) -> str:
+        return f"opencv {self._cv2.__version__}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__

@@ -1,0 +1,74 @@
+"""The ``edge`` command line.
+
+Commands are registered by import path and imported only when run, so ``edge --help`` stays fast
+and a device without the converters or the cloud extras still has a working ``edge``. Each package
+owns the module of its own commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ._common import run_cli
+
+__all__ = ["cli", "main"]
+
+# name -> "module:attribute"; the order is the order of `edge --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("edge_runtime.cli._inspect:inspect_cmd", "Show a model's or bundle's inputs, outputs and manifest."),
+    "bundle": ("edge_runtime.cli._bundle:bundle_cmd", "Wrap a .tflite/.onnx model into a bundle."),
+    "keys": ("edge_runtime.cli._keys:keys_group", "Create Ed25519 signing keys."),
+    "sign": ("edge_runtime.cli._keys:sign_cmd", "Sign a bundle with a private key."),
+    "verify": ("edge_runtime.cli._keys:verify_cmd", "Verify a bundle's hashes and signature."),
+    "run": ("edge_runtime.cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
+    "bench": ("edge_runtime.cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
+    "profiles": ("device_profiles._cli:profiles_group", "List, show and detect device profiles."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            raise click.ClickException(
+                f"`edge {cmd_name}` needs a package that is not installed ({missing}); "
+                "install the matching extra, e.g. pip install 'edge-runtime[all]'"
+            ) from exc
+        cmd: click.Command = getattr(module, attr)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table so `edge --help` imports no command module.
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge-runtime", prog_name="edge")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Convert, run, operate and deploy ML models on edge devices.
+
+    Every command takes --help. Commands that report take --json for scripts.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return run_cli(cli, argv)
