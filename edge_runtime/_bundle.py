@@ -6,6 +6,7 @@ model, ``labels.txt``, any other files listed in the manifest, and optionally ``
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -383,8 +384,10 @@ def pack_bundle(bundle_dir: str | Path, archive: str | Path, *, overwrite: bool 
         raise BundleError(f"{dst}: exists; choose another -o or remove it")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
-    # Fixed owner and mtime so the same bundle packs to the same bytes.
-    with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+    # Fixed owner, mtimes and gzip header so that the same bundle packs to the same bytes
+    # (the registry's ETag and a device's resumed download rely on that).
+    with tmp.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for fp in sorted(src.rglob("*")):
             if not fp.is_file():
                 continue

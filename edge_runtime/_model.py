@@ -99,7 +99,7 @@ class Model:
             self._pre = ImagePreprocessor(m.preprocess, self._input_spec(0))
         self._score_idx = self._pick_scores_output()
         self._out_q = m.outputs[self._score_idx].quantization if self._score_idx < len(m.outputs) else None
-        self._top_k = m.postprocess.top_k
+        self.top_k = m.postprocess.top_k
         self._softmax = m.postprocess.softmax
         self._threshold = m.postprocess.threshold
 
@@ -186,7 +186,7 @@ class Model:
         scores = _dequantize(np.asarray(out), self._out_q).reshape(-1).astype(np.float32, copy=False)
         if self._softmax is True or (self._softmax == "auto" and not _looks_like_probs(scores)):
             scores = _softmax(scores)
-        k = min(self._top_k, scores.size)
+        k = min(self.top_k, scores.size)
         idx = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         labels = self.labels

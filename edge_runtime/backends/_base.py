@@ -11,13 +11,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 
 from .._manifest import Quantization, TensorSpec
 
-__all__ = ["Backend", "BackendOptions", "TensorInfo", "guess_layout"]
+__all__ = ["Backend", "BackendOptions", "RawCall", "TensorInfo", "guess_layout"]
+
+RawCall = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,12 @@ class Backend(ABC):
     @abstractmethod
     def load(cls, model_path: Path, options: BackendOptions) -> Backend:
         """Load ``model_path``; raise BackendUnavailableError or ModelError."""
+
+    @classmethod
+    @abstractmethod
+    def raw(cls, model_path: Path, options: BackendOptions) -> RawCall:
+        """The library called directly, as a user would without this runtime: the baseline that
+        `edge bench` and the benchmarks compare against."""
 
     @abstractmethod
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

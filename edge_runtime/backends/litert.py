@@ -11,7 +11,7 @@ import numpy as np
 
 from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
 from .._manifest import Quantization
-from ._base import Backend, BackendOptions, TensorInfo
+from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["LiteRTBackend"]
 
@@ -52,6 +52,22 @@ class LiteRTBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{model_path}: LiteRT cannot load it: {_first_line(exc)}") from exc
         return cls(it, library, version, options.threads)
+
+    @classmethod
+    def raw(cls, model_path: Path, options: BackendOptions) -> RawCall:
+        interp_cls, _, _ = _import_interpreter()
+        it = interp_cls(model_path=str(model_path), num_threads=options.threads)
+        it.allocate_tensors()
+        ins = [d["index"] for d in it.get_input_details()]
+        outs = [d["index"] for d in it.get_output_details()]
+
+        def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            for i, a in zip(ins, arrays, strict=True):
+                it.set_tensor(i, a)
+            it.invoke()
+            return [it.get_tensor(o) for o in outs]
+
+        return call
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._in_idx):

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
-from ._base import Backend, BackendOptions, TensorInfo
+from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -66,6 +66,22 @@ class OnnxRuntimeBackend(Backend):
         except errors as exc:
             raise ModelError(f"{model_path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
         return cls(sess, errors, ort.__version__, options.threads)
+
+    @classmethod
+    def raw(cls, model_path: Path, options: BackendOptions) -> RawCall:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+
+        def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            return list(sess.run(None, dict(zip(names, arrays, strict=True))))
+
+        return call
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._in_names):

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
-from ._base import Backend, BackendOptions, TensorInfo
+from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OpenCVDnnBackend"]
 
@@ -56,6 +56,23 @@ class OpenCVDnnBackend(Backend):
         if net.empty():
             raise ModelError(f"{model_path}: OpenCV DNN loaded an empty network")
         return cls(net, cv2, options)
+
+    @classmethod
+    def raw(cls, model_path: Path, options: BackendOptions) -> RawCall:
+        import cv2
+
+        if options.threads:
+            cv2.setNumThreads(options.threads)
+        net = cv2.dnn.readNetFromONNX(str(model_path))
+        in_names = [s.name for s in options.inputs]
+        out_names = [s.name for s in options.outputs] or list(net.getUnconnectedOutLayersNames())
+
+        def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            for n, a in zip(in_names, arrays, strict=True):
+                net.setInput(a, n)
+            return list(net.forward(out_names))
+
+        return call
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):

@@ -1,0 +1,282 @@
+"""Sources, inference and sinks overlapping in threads with bounded queues.
+
+- File sources: a pool of workers decodes and preprocesses the next frames while the current one
+  is inferred; results keep the source order and nothing is dropped.
+- Live sources: the capture thread keeps only the newest frame (see ``LatestFrame``); the model
+  always gets the most recent picture.
+- Sinks run on their own thread behind a bounded queue, so a slow disk never stalls inference
+  for long, and a full queue applies back-pressure rather than growing without bound.
+- The model can be swapped between two frames (``swap_model``): the update path of the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from ._errors import EdgeError, SinkError
+from ._model import Model, Prediction
+from ._sinks import Sink
+from .sources import Frame, Source
+
+__all__ = ["Pipeline", "PipelineStats", "error_record", "make_record"]
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+#: turns (model, frame data, local prediction) into a record; the hybrid router plugs in here
+Predictor = Callable[[Model, Frame, list[np.ndarray]], Record]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_record(model: Model, frame: Frame, pred: Prediction, *, path: str = "local") -> Record:
+    rec: Record = {"ts": _now(), "source": frame.source, "frame": frame.index}
+    if pred.top_k is not None:
+        rec["top_k"] = [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k]
+    if pred.values is not None:
+        rec["values"] = pred.values
+    rec["latency_ms"] = pred.latency_ms
+    rec["model"] = {"name": model.name, "version": model.version}
+    rec["backend"] = model.backend_name
+    rec["path"] = path
+    return rec
+
+
+def error_record(model: Model, frame: Frame, error: str) -> Record:
+    return {"ts": _now(), "source": frame.source, "frame": frame.index, "error": error,
+            "model": {"name": model.name, "version": model.version}, "backend": model.backend_name,
+            "path": "local"}
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    errors: int = 0
+    dropped: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {"frames": self.frames, "errors": self.errors, "dropped": self.dropped,
+                "elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
+                "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+
+
+@dataclass
+class _Prepared:
+    frame: Frame
+    model: Model | None = None
+    tensors: list[np.ndarray] | None = None
+    error: str | None = None
+    preprocess_ms: float = 0.0
+
+
+class _SinkWriter:
+    """Writes records on a thread of its own; a sink that raises is logged and dropped from the
+    set, the others keep receiving."""
+
+    def __init__(self, sinks: Sequence[Sink], maxsize: int = 256) -> None:
+        self._sinks = list(sinks)
+        self._q: queue.Queue[Record | None] = queue.Queue(maxsize=maxsize)
+        self._t = threading.Thread(target=self._loop, name="sinks", daemon=True)
+        self._t.start()
+
+    def put(self, rec: Record) -> None:
+        self._q.put(rec)
+
+    def _loop(self) -> None:
+        while True:
+            rec = self._q.get()
+            if rec is None:
+                return
+            for s in list(self._sinks):
+                try:
+                    s.write(rec)
+                except (SinkError, OSError, ValueError) as exc:
+                    log.error("sink %s failed and is disabled: %s", type(s).__name__, exc)
+                    self._sinks.remove(s)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._t.join()
+        for s in self._sinks:
+            try:
+                s.close()
+            except (SinkError, OSError) as exc:
+                log.error("closing sink %s failed: %s", type(s).__name__, exc)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        model: Model,
+        source: Source,
+        sinks: Sequence[Sink],
+        *,
+        limit: int | None = None,
+        workers: int | None = None,
+        prefetch: int | None = None,
+        predictor: Predictor | None = None,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> None:
+        self._model = model
+        self._next_model: Model | None = None
+        self._swap_lock = threading.Lock()
+        self.source = source
+        self.sinks = list(sinks)
+        self.limit = limit
+        self.workers = workers or max(1, min(4, (os.cpu_count() or 2)))
+        self.prefetch = prefetch or self.workers * 2
+        self.predictor = predictor
+        self.on_record = on_record
+        self.stats = PipelineStats()
+        self._stop = threading.Event()
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    def swap_model(self, new: Model) -> None:
+        """Use ``new`` from the next frame on; the frame being inferred finishes on the old model."""
+        with self._swap_lock:
+            self._next_model = new
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _take_swap(self) -> Model | None:
+        with self._swap_lock:
+            new, self._next_model = self._next_model, None
+        if new is not None:
+            old, self._model = self._model, new
+            log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, new.name, new.version)
+            return old
+        return None
+
+    def run(self) -> PipelineStats:
+        writer = _SinkWriter(self.sinks)
+        self.stats = PipelineStats()
+        try:
+            if self.source.live:
+                self._run_live(writer)
+            else:
+                self._run_files(writer)
+        except KeyboardInterrupt:
+            log.info("interrupted; flushing sinks")
+        finally:
+            self.stats.elapsed_s = time.perf_counter() - self.stats.started
+            self.stats.dropped += int(getattr(self.source, "dropped", 0))
+            writer.close()
+        return self.stats
+
+    # -- file sources: ordered, parallel decode, nothing dropped ------------------------------
+    def _prepare(self, frame: Frame, model: Model) -> _Prepared:
+        if frame.error is not None:
+            return _Prepared(frame, error=frame.error)
+        t0 = time.perf_counter()
+        try:
+            data = frame.load()
+            tensors = model.preprocess(data)
+        except EdgeError as exc:
+            return _Prepared(frame, error=str(exc))
+        return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
+
+    def _run_files(self, writer: _SinkWriter) -> None:
+        pending: deque[Future[_Prepared]] = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="prep") as pool:
+            try:
+                it = iter(self.source)
+                exhausted = False
+                submitted = 0
+                while True:
+                    while not exhausted and len(pending) < self.prefetch and not self._stop.is_set():
+                        if self.limit is not None and submitted >= self.limit:
+                            exhausted = True
+                            break
+                        try:
+                            frame = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        pending.append(pool.submit(self._prepare, frame, self._model))
+                        submitted += 1
+                    if not pending or self._stop.is_set():
+                        break
+                    self._finish(pending.popleft().result(), writer)
+            finally:
+                for f in pending:
+                    f.cancel()
+
+    # -- live sources: newest frame only --------------------------------------------------
+    def _run_live(self, writer: _SinkWriter) -> None:
+        try:
+            for frame in self.source:
+                if self._stop.is_set():
+                    break
+                self._finish(self._prepare(frame, self._model), writer)
+                if self.limit is not None and self.stats.frames + self.stats.errors >= self.limit:
+                    break
+        finally:
+            self.source.close()
+
+    def _finish(self, prep: _Prepared, writer: _SinkWriter) -> None:
+        self._take_swap()
+        model = self._model
+        frame = prep.frame
+        if prep.error is None and prep.model is not model:
+            # Prepared for a model that was swapped out meanwhile: its preprocessing may differ.
+            prep = self._prepare(frame, model)
+        if prep.error is not None or prep.tensors is None:
+            rec = error_record(model, frame, prep.error or "frame could not be prepared")
+            self.stats.errors += 1
+        else:
+            try:
+                if self.predictor is not None:
+                    rec = self.predictor(model, frame, prep.tensors)
+                else:
+                    rec = self._local(model, frame, prep)
+                self.stats.frames += 1
+                self.stats.latencies_ms.append(float(rec.get("latency_ms", {}).get("total", 0.0)))
+            except EdgeError as exc:
+                rec = error_record(model, frame, str(exc))
+                self.stats.errors += 1
+        if self.on_record is not None:
+            self.on_record(rec)
+        writer.put(rec)
+
+    @staticmethod
+    def _local(model: Model, frame: Frame, prep: _Prepared) -> Record:
+        assert prep.tensors is not None
+        t0 = time.perf_counter()
+        outs = model.infer(prep.tensors)
+        t1 = time.perf_counter()
+        pred = model.postprocess(outs)
+        t2 = time.perf_counter()
+        pred.latency_ms = {
+            "preprocess": round(prep.preprocess_ms, 3),
+            "inference": round((t1 - t0) * 1000, 3),
+            "postprocess": round((t2 - t1) * 1000, 3),
+            "total": round(prep.preprocess_ms + (t2 - t0) * 1000, 3),
+        }
+        return make_record(model, frame, pred)

@@ -1,0 +1,128 @@
+"""`edge bundle`: wrap any .tflite/.onnx into a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .._errors import EdgeError
+from .._make import describe_model, make_bundle
+from .._manifest import Postprocess, Preprocess
+from .._signing import load_private_key
+from ._common import echo_json
+
+__all__ = ["bundle_cmd", "parse_floats", "parse_size"]
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = value.lower().split("x")
+        size = (int(w), int(h))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write it as WIDTHxHEIGHT, e.g. 224x224") from None
+    if size[0] <= 0 or size[1] <= 0:
+        raise click.BadParameter(f"{value!r}: width and height must be positive")
+    return size
+
+
+def parse_floats(value: str | None, what: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        vals = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{what} {value!r}: write one number or three separated by commas") from None
+    if len(vals) not in (1, 3):
+        raise click.BadParameter(f"{what} {value!r}: give 1 or 3 values (one per channel)")
+    return vals
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: cannot read labels ({exc})") from exc
+    labels = text.splitlines()
+    if not labels:
+        raise click.BadParameter(f"{path}: the labels file is empty")
+    return labels
+
+
+@click.command("bundle")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to write, or a path ending in .tar.gz for the archive form.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labels file, one label a line (line index = class id).")
+@click.option("--name", help="Model name (default: the model file's stem).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Integer version; increases by one per release.")
+@click.option("--task", type=click.Choice(["classification", "detection", "regression", "tabular"]),
+              default="classification", show_default=True)
+@click.option("--resize", help="Resize images to WIDTHxHEIGHT (default: the model's input size).")
+@click.option("--resize-mode", type=click.Choice(["squash", "letterbox", "center-crop"]), default="squash",
+              show_default=True, help="squash: whole image; letterbox: keep aspect, pad; center-crop: keep aspect, crop.")
+@click.option("--interpolation", type=click.Choice(["nearest", "bilinear", "bicubic", "area"]), default="bilinear",
+              show_default=True)
+@click.option("--mean", help="Per-channel mean subtracted after scaling, e.g. 127.5 or 123.7,116.3,103.5.")
+@click.option("--std", help="Per-channel std divided by, e.g. 127.5 or 58.4,57.1,57.4.")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Pixel multiplier applied before mean/std (e.g. 0.00392 for 1/255).")
+@click.option("--color", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True)
+@click.option("--layout", type=click.Choice(["NHWC", "NCHW"]), help="Override the guessed image layout.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--softmax", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="auto: apply softmax only when outputs are not already probabilities.")
+@click.option("--expires", help="ISO 8601 date after which devices refuse this bundle (update freeze protection).")
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 private key (from `edge keys generate`) to sign the manifest.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written manifest as JSON.")
+def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | None, version: int, task: str,
+               resize: str | None, resize_mode: str, interpolation: str, mean: str | None, std: str | None,
+               scale: float, color: str, layout: str | None, top_k: int, softmax: str, expires: str | None,
+               sign_key: Path | None, force: bool, as_json: bool) -> None:
+    """Wrap a third-party .tflite or .onnx MODEL into a bundle.
+
+    Inputs, outputs and quantization are read from the model; you give the labels and how images
+    are preprocessed. For uint8 models fed raw pixels (e.g. Coral's) leave --mean/--std out.
+
+    \b
+    Examples:
+      edge bundle mobilenet_v2_1.0_224_quant.tflite --labels imagenet_labels.txt -o mobilenet/
+      edge bundle model.onnx --labels labels.txt --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 \\
+          --resize 224x224 --resize-mode center-crop --sign-key keys/edge_signing.key -o model.tar.gz
+    """
+    key = load_private_key(sign_key) if sign_key else None
+    labels = _read_labels(labels_file) if labels_file else None
+    desc = describe_model(model)
+    if labels is not None and task == "classification":
+        classes = desc.outputs[0].shape[-1] if desc.outputs and desc.outputs[0].shape else -1
+        if classes > 0 and classes != len(labels):
+            raise click.BadParameter(f"{labels_file}: {len(labels)} labels, but the model outputs {classes} classes")
+    pre = Preprocess(kind="none") if task in ("tabular", "regression") else Preprocess(
+        size=parse_size(resize), resize_mode=resize_mode, interpolation=interpolation,  # type: ignore[arg-type]
+        color=color, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),  # type: ignore[arg-type]
+        scale=scale)
+    post = Postprocess(top_k=top_k, softmax={"auto": "auto", "yes": True, "no": False}[softmax],
+                       labels="labels.txt" if labels is not None else None)
+    try:
+        path = make_bundle(model, out, name=name, version=version, labels=labels, task=task, preprocess=pre,
+                           postprocess=post, expires=expires, layouts=[layout] if layout else None,
+                           sign_key=key, overwrite=force)
+    except EdgeError:
+        raise
+    from .._bundle import open_bundle
+
+    b = open_bundle(path, pubkey=key.public_key() if key else None)
+    if as_json:
+        echo_json({"bundle": str(path), "signed": key is not None,
+                   "manifest": b.manifest.model_dump(mode="json", by_alias=True)})
+    else:
+        m = b.manifest
+        click.echo(f"wrote {path}: {m.name} v{m.version} ({m.format}, {len(m.files)} files, "
+                   f"{'signed' if key else 'unsigned'})")
+    b.close()

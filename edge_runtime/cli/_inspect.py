@@ -1,0 +1,96 @@
+"""`edge inspect`: inputs, outputs and quantization of a model, plus the manifest of a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._bundle import is_archive, manifest_summary, open_bundle
+from .._make import describe_model
+from .._manifest import TensorSpec
+from ._common import echo_json
+
+__all__ = ["inspect_cmd"]
+
+
+@click.command("inspect")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--no-verify", is_flag=True, help="For bundles: do not check file hashes.")
+def inspect_cmd(target: Path, as_json: bool, no_verify: bool) -> None:
+    """Show a model's or bundle's inputs and outputs (name, shape, dtype, layout, quantization).
+
+    TARGET is a .tflite or .onnx file, a bundle directory or a bundle .tar.gz. For a bundle the
+    manifest is shown too, after its files were checked against their hashes.
+
+    \b
+    Example:
+      edge inspect mobilenet_v2_1.0_224_quant.tflite
+      edge inspect bundles/mobilenet --json
+    """
+    if target.is_dir() or is_archive(target):
+        b = open_bundle(target, verify_hashes=not no_verify)
+        m = b.manifest
+        data: dict[str, Any] = {
+            "kind": "bundle",
+            "path": str(target),
+            "format": m.format,
+            "inputs": [t.model_dump() for t in m.inputs],
+            "outputs": [t.model_dump() for t in m.outputs],
+            "signed": b.signature is not None,
+            "hashes_verified": not no_verify,
+            "labels": len(b.labels()),
+            "manifest": manifest_summary(m),
+        }
+        b.close()
+    else:
+        d = describe_model(target)
+        data = {
+            "kind": "model",
+            "path": str(target),
+            "format": d.format,
+            "size": d.size,
+            "described_by": d.library,
+            "inputs": [t.model_dump() for t in d.inputs],
+            "outputs": [t.model_dump() for t in d.outputs],
+        }
+    if as_json:
+        echo_json(data)
+        return
+    _print_text(data)
+
+
+def _print_text(data: dict[str, Any]) -> None:
+    if data["kind"] == "model":
+        click.echo(f"model   {data['path']}")
+        click.echo(f"format  {data['format']}  ({data['size']:,} bytes, read with {data['described_by']})")
+    else:
+        m = data["manifest"]
+        click.echo(f"bundle  {data['path']}")
+        click.echo(f"name    {m['name']}  version {m['version']}  task {m['task']}  format {m['format']}")
+        click.echo(f"created {m['created']}" + (f"  expires {m['expires']}" if m.get("expires") else ""))
+        sig = "signed (manifest.sig present; check it with `edge verify --pubkey`)" if data["signed"] else "unsigned"
+        click.echo(f"files   {len(m['files'])}, hashes {'verified' if data['hashes_verified'] else 'NOT checked'}; {sig}")
+        click.echo(f"labels  {data['labels']}   quantization {m['quantization']}")
+        pre = m["preprocess"]
+        if pre["kind"] == "image":
+            size = "x".join(str(v) for v in pre["size"]) if pre.get("size") else "from the model"
+            click.echo(f"preprocess  resize {size} {pre['resize_mode']} {pre['interpolation']}, {pre['color']}, "
+                       f"mean {pre['mean']} std {pre['std']} scale {pre['scale']}")
+        else:
+            click.echo("preprocess  none (tabular rows)")
+        if m.get("source"):
+            click.echo(f"source  {m['source']}")
+        if m.get("metrics"):
+            click.echo(f"metrics {m['metrics']}")
+    for kind in ("inputs", "outputs"):
+        click.echo(f"{kind}:")
+        for t in data[kind]:
+            click.echo("  " + _tensor_line(TensorSpec.model_validate(t)))
+
+
+def _tensor_line(t: TensorSpec) -> str:
+    q = f"scale={t.quantization.scale:g} zero_point={t.quantization.zero_point}" if t.quantization else "float"
+    return f"{t.name:<24} {str(t.shape):<20} {t.dtype:<8} {t.layout:<5} {q}"
