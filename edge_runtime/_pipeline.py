@@ -69,6 +69,7 @@ class PipelineStats:
     dropped: int = 0
     started: float = field(default_factory=time.perf_counter)
     elapsed_s: float = 0.0
+    interrupted: bool = False
     latencies_ms: list[float] = field(default_factory=list)
 
     @property
@@ -184,6 +185,7 @@ class Pipeline:
                 self._run_files(writer)
         except KeyboardInterrupt:
             log.info("interrupted; flushing sinks")
+            self.stats.interrupted = True
         finally:
             self.stats.elapsed_s = time.perf_counter() - self.stats.started
             self.stats.dropped += int(getattr(self.source, "dropped", 0))

@@ -68,6 +68,8 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         s = stats.as_dict()
         click.echo(f"{s['frames']} frame(s), {s['errors']} error(s), {s['dropped']} dropped, "
                    f"{s['fps']} fps on {model.backend_name}", err=True)
+    if stats.interrupted:
+        sys.exit(130)
     if stats.frames == 0 and stats.errors > 0:
         sys.exit(1)
 
