@@ -1,0 +1,41 @@
+"""The cloud service: model registry, online inference (Open Inference Protocol), device registry,
+fleet dashboard and metrics, as one FastAPI app.
+
+>>> from cloud_sync.service import ServiceSettings, create_app   # doctest: +SKIP
+>>> app = create_app(ServiceSettings(admin_token="...", trusted_keys=["signing.pub"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from ._app import Service, create_app
+from ._errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RangeNotSatisfiableError,
+    ServiceError,
+    StorageError,
+    UnauthorizedError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
+)
+from ._settings import ServiceSettings
+
+__all__ = [
+    "BadRequestError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RangeNotSatisfiableError",
+    "Service",
+    "ServiceError",
+    "ServiceSettings",
+    "StorageError",
+    "UnauthorizedError",
+    "UnprocessableError",
+    "UnsupportedMediaTypeError",
+    "create_app",
+]
