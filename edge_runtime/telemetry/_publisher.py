@@ -1,0 +1,426 @@
+"""The publishing thread: outbox → MQTT, one thread that owns the paho client.
+
+paho runs here in manual-loop mode (``client.loop()``), not in its own thread: every callback then
+runs on this thread, so the outbox is never touched from paho's network thread and no lock is held
+across the network. A new paho client is made for each connection: paho's message ids (mids) and its
+in-memory queue belong to one connection, and our own ids (the message ``seq``) map to them through
+``_mid_to_seq``, rebuilt per connection.
+
+Per sealed message the thread keeps a small state machine::
+
+    QUEUED ──publish──▶ SENT ──PUBACK──▶ AT_BROKER ──confirm on edge/D/cmd/ack──▶ (deleted)
+      ▲                  │                   │
+      └── connection lost┘                   └── no confirm by its deadline: back to QUEUED (resend)
+
+With ``confirm="broker"`` the PUBACK itself deletes the rows. ``window`` bounds SENT + AT_BROKER.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .._version import __version__
+from ._config import TelemetryConfig
+from ._errors import OutboxError, TelemetryConfigError
+from ._mqtt import backoff_delay, create_client, paho
+from ._outbox import Outbox, SealedMessage
+from ._schema import SCHEMA_VERSION, ConfirmMessage, topic_for, utc_now_iso
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["Publisher", "PublisherStats"]
+
+log = logging.getLogger(__name__)
+
+QUEUED, SENT, AT_BROKER = "queued", "sent", "at_broker"
+
+
+@dataclass(slots=True)
+class _Flight:
+    seq: int
+    kind: str
+    state: str = QUEUED
+    mid: int | None = None
+    deadline: float = 0.0
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    connected: bool = False
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    published: int = 0
+    resent: int = 0
+    broker_acked: int = 0
+    confirmed_messages: int = 0
+    confirmed_records: int = 0
+    unconfirmed: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Publisher:
+    """Runs in its own daemon thread; :meth:`stop` drains for a while, then says offline and leaves."""
+
+    def __init__(self, outbox: Outbox, config: TelemetryConfig, *,
+                 metrics: Callable[[], dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.device_id = config.device_id
+        self.stats = PublisherStats()
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._thread = threading.Thread(target=self._run, name=f"edge-telemetry-{self.device_id}", daemon=True)
+        self._stop = threading.Event()
+        self._drain_until: float | None = None
+        self._force_seal = threading.Event()
+        self._metrics_now = threading.Event()
+        self._idle = threading.Event()
+        self._client: Client | None = None
+        self._connack: int | None = None
+        self._lost = False
+        self._flights: dict[int, _Flight] = {}
+        self._mid_to_seq: dict[int, int] = {}
+        self._pubacks: list[int] = []
+        self._confirms: list[int] = []
+        self._status_topic = topic_for(self.device_id, "status")
+        self._ack_topic = topic_for(self.device_id, "cmd/ack")
+
+    # ------------------------------------------------------------------ control (any thread)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request_flush(self) -> None:
+        """Seal partial batches now instead of waiting for ``linger_s``."""
+        self._force_seal.set()
+
+    def request_metrics(self) -> None:
+        self._metrics_now.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is pending, sealed or in flight (everything confirmed)."""
+        self._idle.clear()
+        self._force_seal.set()
+        return self._idle.wait(timeout)
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Keep publishing for up to ``drain_s`` while there is work, then disconnect cleanly."""
+        self._drain_until = self._clock() + max(0.0, drain_s)
+        self._force_seal.set()
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(drain_s + self.config.mqtt.connect_timeout_s + 5.0)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        try:
+            for seq in self.outbox.sealed_seqs():
+                self._flights[seq] = _Flight(seq=seq, kind="?")
+        except OutboxError as exc:
+            log.error("telemetry: cannot read sealed messages: %s", exc)
+        interval = self.config.metrics_interval_s
+        self._next_metrics = self._clock() + interval
+        self._next_expire = self._clock()
+        attempt = 0
+        reconnect_at = self._clock()
+        while True:
+            now = self._clock()
+            if self._stop.is_set() and (self._drain_until is None or now >= self._drain_until
+                                        or self._client is None or self._is_empty()):
+                break
+            self._housekeeping(now)
+            if self._client is None:
+                if now < reconnect_at:
+                    self._stop.wait(min(reconnect_at - now, 1.0))
+                    continue
+                if self._connect():
+                    attempt = 0
+                else:
+                    delay = backoff_delay(attempt, self.config.mqtt.reconnect_min_s,
+                                          self.config.mqtt.reconnect_max_s, self._rng)
+                    attempt += 1
+                    reconnect_at = self._clock() + delay
+                    log.info("telemetry: next connection attempt in %.1f s", delay)
+                continue
+            try:
+                self._step()
+            except OutboxError as exc:
+                # Disk full or I/O error: keep the connection, retry shortly; nothing is deleted.
+                self.stats.last_error = str(exc)
+                log.error("telemetry: %s", exc)
+                self._stop.wait(1.0)
+        self._shutdown()
+
+    def _is_empty(self) -> bool:
+        return not self._flights and self.outbox.pending_rows() == 0
+
+    def _housekeeping(self, now: float) -> None:
+        try:
+            if now >= self._next_expire:
+                self._next_expire = now + min(30.0, self.outbox.ttl_s / 4)
+                dropped = self.outbox.expire()
+                if dropped:
+                    log.warning("telemetry: %d record(s) older than the TTL were dropped", dropped)
+            if self._metrics is not None and (now >= self._next_metrics or self._metrics_now.is_set()):
+                self._metrics_now.clear()
+                self._next_metrics = now + self.config.metrics_interval_s
+                self.outbox.append(self._metrics(), "metrics")
+            for seq in self.outbox.take_dropped_seqs():
+                flight = self._flights.pop(seq, None)
+                if flight is not None and flight.mid is not None:
+                    self._mid_to_seq.pop(flight.mid, None)
+        except OutboxError as exc:
+            self.stats.last_error = str(exc)
+            log.error("telemetry: %s", exc)
+
+    # ------------------------------------------------------------------ connecting
+
+    def _status_payload(self, state: str) -> bytes:
+        return json.dumps({"schema": SCHEMA_VERSION, "device_id": self.device_id, "state": state,
+                           "ts": utc_now_iso(), "runtime": __version__}, separators=(",", ":")).encode()
+
+    def _connect(self) -> bool:
+        mqtt = paho()
+        cfg = self.config.mqtt
+        try:
+            client = create_client(cfg, client_id=f"edge-{self.device_id}", clean_session=True,
+                                   will=(self._status_topic, self._status_payload("offline")))
+        except TelemetryConfigError as exc:
+            self._fail(f"{exc}")
+            return False
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        # Our window is the flow control; paho must never hold back (or silently queue) beyond it.
+        client.max_inflight_messages_set(self.config.delivery.window + 4)
+        client.max_queued_messages_set(0)
+        self._connack = None
+        self._lost = False
+        try:
+            client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._fail(f"cannot connect to {cfg.safe_url}: {exc}")
+            return False
+        deadline = self._clock() + cfg.connect_timeout_s
+        while self._connack is None and not self._lost and self._clock() < deadline:
+            if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if self._connack != 0:
+            reason = ("timed out waiting for CONNACK" if self._connack is None and not self._lost
+                      else self._connack_reason or "connection closed")
+            self._fail(f"{cfg.safe_url} refused the connection: {reason}")
+            self._close_socket(client)
+            return False
+        self._client = client
+        self._mid_to_seq.clear()
+        for f in self._flights.values():
+            if f.state == SENT:  # lost with the previous connection; resend
+                f.state, f.mid = QUEUED, None
+        if self.config.delivery.confirm == "cloud":
+            client.subscribe(self._ack_topic, qos=1)
+        client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+        self.stats.connected = True
+        self.stats.connects += 1
+        log.info("telemetry: connected to %s as %s", cfg.safe_url, self.device_id)
+        return True
+
+    def _fail(self, message: str) -> None:
+        self.stats.connect_failures += 1
+        self.stats.last_error = message
+        log.warning("telemetry: %s", message)
+
+    @staticmethod
+    def _close_socket(client: Client) -> None:
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _drop_connection(self, why: str) -> None:
+        if self._client is not None:
+            self._close_socket(self._client)
+        self._client = None
+        self._mid_to_seq.clear()
+        for f in self._flights.values():
+            if f.state == SENT:
+                f.state, f.mid = QUEUED, None
+        self.stats.connected = False
+        self.stats.disconnects += 1
+        self.stats.last_error = why
+        log.warning("telemetry: connection lost (%s); records stay in the outbox", why)
+
+    # ------------------------------------------------------------------ paho callbacks (this thread)
+
+    _connack_reason: str | None = None
+
+    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        self._connack = reason.value
+        self._connack_reason = str(reason)
+
+    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
+                       properties: Properties | None) -> None:
+        self._lost = True
+        self._connack_reason = self._connack_reason or str(reason)
+
+    def _on_publish(self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        self._pubacks.append(mid)
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        try:
+            confirm = ConfirmMessage.model_validate_json(message.payload)
+        except ValidationError as exc:
+            log.warning("telemetry: ignoring a malformed confirmation on %s: %s", message.topic,
+                        exc.errors()[0]["msg"] if exc.errors() else exc)
+            return
+        if confirm.device_id != self.device_id:
+            log.warning("telemetry: ignoring a confirmation for device %s", confirm.device_id)
+            return
+        self._confirms.extend(confirm.seqs)
+
+    # ------------------------------------------------------------------ one turn of the loop
+
+    def _step(self) -> None:
+        mqtt = paho()
+        client = self._client
+        assert client is not None
+        busy = self.outbox.pending_rows() > 0 and self._in_flight() < self.config.delivery.window
+        rc = client.loop(0.01 if busy else 0.05)
+        if rc != mqtt.MQTT_ERR_SUCCESS or self._lost:
+            self._take_acks()  # PUBACKs that arrived before the loss still count
+            self._drop_connection(f"{mqtt.error_string(rc)}" if rc else "disconnected by the broker")
+            return
+        self._take_acks()
+        self._resend_due()
+        self._fill_window()
+        if not self._flights and self.outbox.pending_rows() == 0:
+            self._force_seal.clear()
+            self._idle.set()
+
+    def _in_flight(self) -> int:
+        return sum(1 for f in self._flights.values() if f.state != QUEUED)
+
+    def _take_acks(self) -> None:
+        now = self._clock()
+        delivery = self.config.delivery
+        done: list[int] = []
+        acks, self._pubacks = self._pubacks, []
+        for mid in acks:
+            seq = self._mid_to_seq.pop(mid, None)
+            flight = self._flights.get(seq) if seq is not None else None
+            if flight is None or flight.state != SENT:
+                continue
+            self.stats.broker_acked += 1
+            if delivery.confirm == "broker":
+                done.append(flight.seq)
+            else:
+                flight.state = AT_BROKER
+                timeout = min(delivery.confirm_timeout_max_s, delivery.confirm_timeout_s * 2 ** flight.attempts)
+                flight.deadline = now + timeout
+        confirms, self._confirms = self._confirms, []
+        done.extend(s for s in confirms if s in self._flights)
+        if done:
+            removed = self.outbox.confirm(done)
+            for seq in done:
+                flight = self._flights.pop(seq, None)
+                if flight is not None and flight.mid is not None:
+                    self._mid_to_seq.pop(flight.mid, None)
+            self.stats.confirmed_messages += len(done)
+            self.stats.confirmed_records += removed
+        self.stats.unconfirmed = len(self._flights)
+
+    def _resend_due(self) -> None:
+        now = self._clock()
+        for f in self._flights.values():
+            if f.state == AT_BROKER and now >= f.deadline:
+                # The broker took it but the cloud never confirmed: the broker may have crashed or
+                # dropped it from a full queue. Same seq and uuid, so a duplicate is harmless.
+                f.state, f.mid = QUEUED, None
+                f.attempts += 1
+                self.stats.resent += 1
+                log.info("telemetry: no confirmation for message %d, sending it again", f.seq)
+
+    def _fill_window(self) -> None:
+        window = self.config.delivery.window
+        in_flight = self._in_flight()
+        for f in sorted((f for f in self._flights.values() if f.state == QUEUED), key=lambda f: f.seq):
+            if in_flight >= window or self._client is None:
+                return
+            msg = self.outbox.load_message(f.seq)
+            if msg is None:  # confirmed or dropped meanwhile
+                self._flights.pop(f.seq, None)
+                continue
+            if not self._publish(f, msg):
+                return
+            in_flight += 1
+        batch = self.config.batch
+        while in_flight < window and self._client is not None:
+            msg = self.outbox.seal(max_records=batch.max_records, max_bytes=batch.max_bytes,
+                                   linger_s=batch.linger_s, force=self._force_seal.is_set())
+            if msg is None:
+                return
+            f = _Flight(seq=msg.seq, kind=msg.kind)
+            self._flights[msg.seq] = f
+            if not self._publish(f, msg):
+                return
+            in_flight += 1
+
+    def _publish(self, flight: _Flight, msg: SealedMessage) -> bool:
+        mqtt = paho()
+        assert self._client is not None
+        flight.kind = msg.kind
+        info = self._client.publish(topic_for(self.device_id, msg.kind), msg.payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._drop_connection(f"publish failed: {mqtt.error_string(info.rc)}")
+            return False
+        flight.state, flight.mid = SENT, info.mid
+        self._mid_to_seq[info.mid] = flight.seq
+        self.stats.published += 1
+        return True
+
+    # ------------------------------------------------------------------ leaving
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        mqtt = paho()
+        # A clean DISCONNECT suppresses the last will, so say "offline" ourselves first.
+        info = client.publish(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
+        deadline = self._clock() + 2.0
+        while not info.is_published() and self._clock() < deadline:
+            if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        self._take_acks()
+        client.disconnect()
+        client.loop(0.05)
+        self._close_socket(client)
+        self._client = None
+        self.stats.connected = False
