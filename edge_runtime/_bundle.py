@@ -242,7 +242,7 @@ def safe_extract(
     """
     a, d = Path(archive), Path(dest).resolve()
     try:
-        tf = tarfile.open(a, "r:gz")
+        tf = tarfile.open(a, "r:gz")  # noqa: SIM115 - closed by the `with` below, after the error mapping
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleError(f"{a}: not a readable .tar.gz ({exc})") from exc
     with tf:
@@ -314,9 +314,8 @@ def write_bundle(
                          extra_files=extra_files, sign_key=sign_key)
             pack_bundle(stage, out, overwrite=overwrite)
         return out
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise BundleError(f"{out}: exists and is not empty; choose another -o or remove it")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise BundleError(f"{out}: exists and is not empty; choose another -o or remove it")
     out.mkdir(parents=True, exist_ok=True)
     src = Path(model_file)
     model_name = "model" + src.suffix.lower()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._bundle import Bundle, open_bundle
-from ._errors import BundleError, EdgeError, InputError
+from ._errors import BundleError, InputError
 from ._imaging import ImagePreprocessor
 from ._manifest import Manifest, TensorSpec
 from ._signing import PublicKey
@@ -62,19 +62,21 @@ def resolve_settings(profile: Any = None, threads: int | None = None) -> Runtime
     prof = None
     try:
         import device_profiles
-
-        prof = profile if isinstance(profile, device_profiles.Profile) else device_profiles.profile_for(profile)
     except ImportError:
         log.debug("device_profiles is not importable; using defaults")
-    except EdgeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a broken profile must not stop a device from serving
-        if profile is not None:
-            raise
-        log.warning("profile detection failed (%s); using defaults", exc)
+    else:
+        try:
+            prof = profile if isinstance(profile, device_profiles.Profile) else device_profiles.profile_for(profile)
+        except device_profiles.ProfileError as exc:
+            if profile is not None:
+                raise  # the user named a profile: a typo must not pass silently
+            # An unknown board must not stop a device from serving.
+            log.warning("device profile detection failed (%s); using every backend, one thread per core", exc)
+    cores = os.cpu_count() or 1
     if prof is None:
-        return RuntimeSettings(DEFAULT_ORDER, threads or (os.cpu_count() or 1), None)
-    return RuntimeSettings(tuple(prof.backends), threads or prof.threads, prof.name)
+        return RuntimeSettings(DEFAULT_ORDER, threads or cores, None)
+    # A profile describes the usual board; this one may have fewer cores (a container, a cgroup).
+    return RuntimeSettings(tuple(prof.backends), threads or min(prof.threads, cores), prof.name)
 
 
 class Model:

@@ -85,7 +85,9 @@ def sign_bytes(key: Ed25519PrivateKey, data: bytes) -> bytes:
     return key.sign(data)
 
 
-def verify_bytes(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature: bytes, *, what: str) -> str:
+def verify_bytes(
+    keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature: bytes, *, what: str
+) -> str:
     """Check ``signature`` over ``data`` against any of ``keys``; return the id of the key that matched."""
     if len(signature) != 64:
         raise SignatureError(f"{what}: signature is {len(signature)} bytes, an Ed25519 signature is 64")
@@ -97,7 +99,8 @@ def verify_bytes(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, s
             continue
         return key_id(k)
     ids = ", ".join(key_id(k) for k in candidates)
-    raise SignatureError(f"{what}: signature does not match the trusted key(s) {ids}: tampered, or signed by another key")
+    raise SignatureError(
+        f"{what}: signature does not match the trusted key(s) {ids}: tampered, or signed by another key")
 
 
 def _read_key_file(path: str | Path) -> bytes:

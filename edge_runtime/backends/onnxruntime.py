@@ -50,12 +50,14 @@ class OnnxRuntimeBackend(Backend):
             from onnxruntime.capi import onnxruntime_pybind11_state as state
         except ImportError as exc:
             raise BackendUnavailableError(f"the onnxruntime backend needs onnxruntime: {cls.install_hint}") from exc
-        errors = tuple(
-            c for c in (getattr(state, n, None) for n in (
-                "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
-                "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail"))
-            if isinstance(c, type)
-        ) + (RuntimeError, ValueError)
+        # onnxruntime's pybind errors derive from Exception directly; name them so that only
+        # they (and the Python errors it raises) are wrapped, never a bug of ours.
+        names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+                 "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+        found: list[type[BaseException]] = [
+            c for c in (getattr(state, n, None) for n in names) if isinstance(c, type) and issubclass(c, BaseException)
+        ]
+        errors: tuple[type[BaseException], ...] = (*found, RuntimeError, ValueError)
         so = ort.SessionOptions()
         if options.threads:
             so.intra_op_num_threads = options.threads

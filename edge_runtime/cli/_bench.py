@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -29,8 +30,9 @@ def bench_cmd(bundle: Path, runs: int, warmup: int, backend: str | None, threads
     """Measure BUNDLE: p50/p90/p99/mean latency, throughput and peak RSS, next to the raw backend
     library running the same tensor in the same process, and their ratio.
 
-    "runtime" is edge_runtime's inference plus postprocessing; "raw" is the library called
-    directly (e.g. LiteRT's set_tensor/invoke/get_tensor); "predict" adds preprocessing.
+    "edge_runtime infer" is the runtime's inference call; "raw backend" is the library called
+    directly (e.g. LiteRT's set_tensor/invoke/get_tensor) on the same tensor; "predict" is the
+    whole path from an image to labelled top-k (preprocess, infer, postprocess).
 
     \b
     Example:
@@ -38,9 +40,13 @@ def bench_cmd(bundle: Path, runs: int, warmup: int, backend: str | None, threads
     """
     model = Model.load(bundle, backend=backend, threads=threads, profile=profile)
     x = load_image(input_image) if input_image else None
-    with click.progressbar(length=runs, label="benchmarking", file=click.get_text_stream("stderr"),
+    with click.progressbar(length=runs, label="benchmarking", file=sys.stderr,
                            hidden=as_json) as bar:
-        res = bench_model(model, runs=runs, warmup=warmup, x=x, progress=bar.update)
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        res = bench_model(model, runs=runs, warmup=warmup, x=x, progress=advance)
     model.close()
     if as_json:
         echo_json(res.as_dict())
@@ -52,4 +58,5 @@ def bench_cmd(bundle: Path, runs: int, warmup: int, backend: str | None, threads
                        ("edge_runtime predict", res.predict)):
         click.echo(f"{label:<22}{row['p50_ms']:>9.3f}{row['p90_ms']:>9.3f}{row['p99_ms']:>9.3f}"
                    f"{row['mean_ms']:>9.3f}{row['throughput_per_s']:>9.1f}")
-    click.echo(f"ratio runtime/raw: p50 {res.ratio_p50:.3f}, mean {res.ratio_mean:.3f}; peak RSS {res.peak_rss_mb:.0f} MB")
+    click.echo(f"ratio runtime/raw: p50 {res.ratio_p50:.3f}, mean {res.ratio_mean:.3f}; "
+               f"peak RSS {res.peak_rss_mb:.0f} MB")

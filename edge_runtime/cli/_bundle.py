@@ -64,7 +64,8 @@ def _read_labels(path: Path) -> list[str]:
               default="classification", show_default=True)
 @click.option("--resize", help="Resize images to WIDTHxHEIGHT (default: the model's input size).")
 @click.option("--resize-mode", type=click.Choice(["squash", "letterbox", "center-crop"]), default="squash",
-              show_default=True, help="squash: whole image; letterbox: keep aspect, pad; center-crop: keep aspect, crop.")
+              show_default=True,
+              help="squash: whole image; letterbox: keep aspect, pad; center-crop: keep aspect, crop.")
 @click.option("--interpolation", type=click.Choice(["nearest", "bilinear", "bicubic", "area"]), default="bilinear",
               show_default=True)
 @click.option("--mean", help="Per-channel mean subtracted after scaling, e.g. 127.5 or 123.7,116.3,103.5.")
@@ -102,10 +103,11 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
     if labels is not None and task == "classification":
         classes = desc.outputs[0].shape[-1] if desc.outputs and desc.outputs[0].shape else -1
         if classes > 0 and classes != len(labels):
-            raise click.BadParameter(f"{labels_file}: {len(labels)} labels, but the model outputs {classes} classes")
+            raise click.BadParameter(
+                f"{labels_file}: {len(labels)} labels, but the model outputs {classes} classes")
     pre = Preprocess(kind="none") if task in ("tabular", "regression") else Preprocess(
-        size=parse_size(resize), resize_mode=resize_mode, interpolation=interpolation,  # type: ignore[arg-type]
-        color=color, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),  # type: ignore[arg-type]
+        size=parse_size(resize), resize_mode=resize_mode, interpolation=interpolation,
+        color=color, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
         scale=scale)
     post = Postprocess(top_k=top_k, softmax={"auto": "auto", "yes": True, "no": False}[softmax],
                        labels="labels.txt" if labels is not None else None)

@@ -71,8 +71,10 @@ def _print_text(data: dict[str, Any]) -> None:
         click.echo(f"bundle  {data['path']}")
         click.echo(f"name    {m['name']}  version {m['version']}  task {m['task']}  format {m['format']}")
         click.echo(f"created {m['created']}" + (f"  expires {m['expires']}" if m.get("expires") else ""))
-        sig = "signed (manifest.sig present; check it with `edge verify --pubkey`)" if data["signed"] else "unsigned"
-        click.echo(f"files   {len(m['files'])}, hashes {'verified' if data['hashes_verified'] else 'NOT checked'}; {sig}")
+        sig = ("signed (manifest.sig present; check it with `edge verify --pubkey`)" if data["signed"]
+               else "unsigned")
+        checked = "verified" if data["hashes_verified"] else "NOT checked"
+        click.echo(f"files   {len(m['files'])}, hashes {checked}; {sig}")
         click.echo(f"labels  {data['labels']}   quantization {m['quantization']}")
         pre = m["preprocess"]
         if pre["kind"] == "image":
@@ -93,4 +95,4 @@ def _print_text(data: dict[str, Any]) -> None:
 
 def _tensor_line(t: TensorSpec) -> str:
     q = f"scale={t.quantization.scale:g} zero_point={t.quantization.zero_point}" if t.quantization else "float"
-    return f"{t.name:<24} {str(t.shape):<20} {t.dtype:<8} {t.layout:<5} {q}"
+    return f"{t.name:<24} {t.shape!s:<20} {t.dtype:<8} {t.layout:<5} {q}"

@@ -199,3 +199,23 @@ def test_describe_refuses_garbage(tmp_path: Path, mobilenet_tflite: Path) -> Non
         describe_model(onnx_bad)
     with pytest.raises(ModelError, match="expected .tflite or .onnx"):
         describe_model(tmp_path / "model.pb")
+
+
+def test_backend_order_and_threads_come_from_the_profile(efficientnet_bundle: Path) -> None:
+    import os
+
+    import device_profiles
+
+    # 32-bit Raspberry Pi OS has no onnxruntime wheel: its profile prefers OpenCV for ONNX.
+    armv7 = device_profiles.load_profile("rpi-4b-armv7")
+    with Model.load(efficientnet_bundle, profile="rpi-4b-armv7") as m:
+        assert m.backend_name == "opencv-dnn"
+        assert m.settings is not None and m.settings.profile == "rpi-4b-armv7"
+        assert m.settings.threads == min(armv7.threads, os.cpu_count() or 1)
+    with Model.load(efficientnet_bundle, profile="generic-x86_64") as m:
+        assert m.backend_name == "onnxruntime"
+    # explicit choices win over the profile
+    with Model.load(efficientnet_bundle, profile="rpi-4b-armv7", backend="onnxruntime", threads=1) as m:
+        assert m.backend_name == "onnxruntime" and m.backend.threads == 1
+    with pytest.raises(device_profiles.ProfileError, match="unknown device profile"):
+        Model.load(efficientnet_bundle, profile="rpi-9")
