@@ -25,11 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    from ._errors import CloudError
-except ImportError:  # TEMPORARY until the package base (cloud_sync/_errors.py) lands
-    class CloudError(Exception):  # type: ignore[no-redef]
-        pass
+from ._errors import CloudError
 
 __all__ = ["ClientError", "CloudClient", "DeadlineExceeded", "HTTPStatusError", "TransportError"]
 

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-try:
-    from .._errors import CloudError
-except ImportError:  # TEMPORARY until the package base (cloud_sync/_errors.py) lands
-    class CloudError(Exception):  # type: ignore[no-redef]
-        pass
+from .._errors import CloudError
 
 __all__ = [
     "BadRequestError",

@@ -90,7 +90,7 @@ class Running:
 
 
 @contextlib.contextmanager
-def run_service(settings: object) -> Iterator[Running]:
+def run_service(settings: object, *, log_level: str = "warning") -> Iterator[Running]:
     """The real app under a real uvicorn server on a free port, in a thread."""
     import httpx
     import uvicorn
@@ -99,7 +99,7 @@ def run_service(settings: object) -> Iterator[Running]:
 
     app = create_app(settings)  # type: ignore[arg-type]
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
