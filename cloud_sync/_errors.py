@@ -32,7 +32,14 @@ class IngestError(CloudError):
 
 
 class PayloadError(CloudError):
-    """An MQTT payload is malformed, too large, or of a schema this ingester does not read."""
+    """An MQTT payload is malformed, too large, or of a schema this ingester does not read.
+
+    ``category`` is one of ``topic``, ``oversized``, ``malformed``, ``schema``, ``mismatch``.
+    """
+
+    def __init__(self, message: str, category: str = "malformed") -> None:
+        super().__init__(message)
+        self.category = category
 
 
 class BrokerConfigError(CloudError):

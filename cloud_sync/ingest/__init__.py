@@ -1,0 +1,36 @@
+"""Telemetry ingestion: devices' MQTT messages into the database, exactly once, and the
+Mosquitto configuration (users, passwords, ACL) that keeps each device to its own topics.
+
+>>> from cloud_sync.ingest import IngestConfig, Ingester          # doctest: +SKIP
+>>> from edge_runtime.telemetry import MqttConfig                 # doctest: +SKIP
+>>> ing = Ingester(IngestConfig(mqtt=MqttConfig(url="mqtt://localhost:1883"),
+...                             db_url="postgresql://ingest@db/edge"))   # doctest: +SKIP
+>>> ing.start()                                                   # doctest: +SKIP
+"""
+
+from ._broker import (
+    BrokerFiles,
+    BrokerSpec,
+    DeviceCredentials,
+    load_devices_file,
+    mosquitto_password_hash,
+    write_broker_config,
+)
+from ._ingester import SUBSCRIPTIONS, IngestConfig, Ingester, IngestStats
+from ._parse import Parsed, Rejected, parse_message
+
+__all__ = [
+    "SUBSCRIPTIONS",
+    "BrokerFiles",
+    "BrokerSpec",
+    "DeviceCredentials",
+    "IngestConfig",
+    "IngestStats",
+    "Ingester",
+    "Parsed",
+    "Rejected",
+    "load_devices_file",
+    "mosquitto_password_hash",
+    "parse_message",
+    "write_broker_config",
+]

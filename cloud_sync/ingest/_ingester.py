@@ -1,0 +1,441 @@
+"""The telemetry ingester: MQTT (QoS 1, persistent session, manual ack) → SQLAlchemy tables.
+
+Two threads::
+
+    paho's network thread ── on_message: append to a queue, nothing else (never blocks the socket)
+    writer thread ────────── takes what is queued, parses, commits one transaction, then acks each
+                             message to the broker (PUBACK) and confirms seqs to each device
+
+Guarantees and why they hold:
+
+* Nothing acknowledged is lost: the PUBACK goes out only after the commit, and the session is
+  persistent (``clean_session=False``, fixed client id), so whatever was not acknowledged when the
+  ingester died is redelivered by the broker.
+* Exactly once in the database: ``telemetry_messages`` is unique on ``(device_id, seq)`` and records
+  are only written for messages whose row was inserted, with ``INSERT .. ON CONFLICT DO NOTHING
+  RETURNING``, so redeliveries and device resends are dropped even with several ingesters.
+* Flow control: with manual acks the broker has at most ``max_inflight_messages`` unacknowledged
+  messages out to us, so memory here is bounded and the broker queues the rest in the session.
+  The devices' own window (confirmations) bounds what the broker has to queue, and a message the
+  broker dropped anyway is resent by its device because it is never confirmed.
+* A bad payload never blocks the ones behind it: it is recorded in ``telemetry_rejects`` with the
+  reason, counted, logged, acknowledged; a message the database refuses (e.g. PostgreSQL rejects
+  ``\\u0000`` in jsonb) is isolated from its batch and rejected the same way. Only a database that
+  cannot be reached stops progress, and then nothing is acknowledged until it is back.
+* paho's message ids belong to one connection: each message remembers its connection's generation
+  and is acknowledged only on that same connection (after a reconnect the broker resends it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Connection, Engine, case, func, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from edge_runtime.telemetry import SCHEMA_VERSION, MqttConfig, TelemetryError, backoff_delay, create_client
+from edge_runtime.telemetry._config import describe_validation_error
+
+from .._errors import DatabaseError, IngestError, PayloadError
+from ..db import (
+    make_engine,
+    telemetry_devices,
+    telemetry_events,
+    telemetry_messages,
+    telemetry_metrics,
+    telemetry_records,
+    telemetry_rejects,
+)
+from ._parse import ROW_BUILDERS, Parsed, Rejected, as_time, parse_message, salvage_key
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["IngestConfig", "IngestStats", "Ingester"]
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = ("edge/+/telemetry", "edge/+/metrics", "edge/+/events", "edge/+/status")
+_TABLES = {"telemetry": telemetry_records, "metrics": telemetry_metrics, "events": telemetry_events}
+_SAMPLE_BYTES = 64 * 1024
+
+
+class IngestConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mqtt: MqttConfig
+    db_url: str = "sqlite:///edge-telemetry.db"
+    #: fixed, so the broker keeps our session (subscriptions and queued messages) across restarts
+    client_id: str = Field("edge-ingest", min_length=1, max_length=64)
+    #: several ingesters share the load with ``$share/GROUP/...`` subscriptions
+    share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    batch_max_messages: int = Field(500, ge=1, le=100_000)
+    #: publish confirmations on edge/D/cmd/ack after each commit (devices with confirm="cloud" need it)
+    confirm: bool = True
+
+    @field_validator("client_id")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        if any(c in v for c in "+#/"):
+            raise ValueError("client_id must not contain '+', '#' or '/'")
+        return v
+
+    @classmethod
+    def build(cls, **data: Any) -> IngestConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise IngestError(describe_validation_error(exc, "ingester settings")) from exc
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    messages: int = 0
+    records: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    confirms_sent: int = 0
+    db_retries: int = 0
+    connects: int = 0
+    connected: bool = False
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "messages": self.messages, "records": self.records,
+                "duplicates": self.duplicates, "statuses": self.statuses,
+                "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
+                "confirms_sent": self.confirms_sent, "db_retries": self.db_retries, "connects": self.connects,
+                "connected": self.connected, "last_error": self.last_error}
+
+
+@dataclass(slots=True)
+class _Incoming:
+    gen: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received: datetime
+
+
+class Ingester:
+    """Subscribe, write, acknowledge. ``start()`` returns at once; ``stop()`` finishes the current batch."""
+
+    def __init__(self, config: IngestConfig, *, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine or make_engine(config.db_url)
+        self.stats = IngestStats()
+        self._dialect = self.engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise DatabaseError(f"the ingester supports SQLite and PostgreSQL, not {self._dialect}")
+        self._queue: queue.Queue[_Incoming] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._gen_lock = threading.Lock()
+        self._gen = 0
+        self._client: Client | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="edge-ingest-writer", daemon=True)
+        self._rng = random.Random()
+        self._logged_rejects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        cfg = self.config.mqtt
+        try:
+            client = create_client(cfg, client_id=self.config.client_id, clean_session=False)
+        except TelemetryError as exc:
+            raise IngestError(str(exc)) from exc
+        client.manual_ack_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)),
+                                   max_delay=max(1, int(cfg.reconnect_max_s)))
+        self._client = client
+        self._writer.start()
+        # connect_async + loop_start: paho keeps retrying if the broker is not up yet.
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        client.loop_start()
+        log.info("ingest: connecting to %s as %s, writing to %s", cfg.safe_url, self.config.client_id,
+                 self.engine.url.render_as_string())
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, finish (commit and ack) what is queued, disconnect."""
+        self._stop.set()
+        if self._writer.is_alive():
+            self._writer.join(timeout)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.stats.connected = False
+
+    def __enter__(self) -> Ingester:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        if reason.is_failure:
+            self.stats.last_error = f"broker refused the connection: {reason}"
+            log.error("ingest: %s", self.stats.last_error)
+            return
+        prefix = f"$share/{self.config.share_group}/" if self.config.share_group else ""
+        # Subscribe on every connect: a broker that lost its state (no persistence, crash before
+        # its autosave) comes back without our subscriptions.
+        client.subscribe([(prefix + t, 1) for t in SUBSCRIPTIONS])
+        self.stats.connects += 1
+        self.stats.connected = True
+        self._connected.set()
+        log.info("ingest: connected (session present: %s)", flags.session_present)
+
+    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
+                       properties: Properties | None) -> None:
+        with self._gen_lock:
+            self._gen += 1  # acks for messages of the old connection must not reach the new one
+        self._connected.clear()
+        self.stats.connected = False
+        if not self._stop.is_set():
+            log.warning("ingest: disconnected (%s); paho reconnects", reason)
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        with self._gen_lock:
+            gen = self._gen
+        self.stats.received += 1
+        self._queue.put(_Incoming(gen, message.mid, message.qos, message.topic, bytes(message.payload),
+                                  datetime.now(UTC)))
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < self.config.batch_max_messages:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not self._process(batch):
+                return  # stopping while the database is down: the broker keeps the messages
+
+    def _process(self, batch: list[_Incoming]) -> bool:
+        items: list[tuple[_Incoming, Parsed | Rejected]] = [(m, self._parse(m)) for m in batch]
+        confirms = self._commit(items)
+        if confirms is None:
+            return False
+        self._ack([m for m, _ in items])
+        self._confirm(confirms)
+        return True
+
+    def _parse(self, m: _Incoming) -> Parsed | Rejected:
+        try:
+            return parse_message(m.topic, m.payload, max_payload_bytes=self.config.max_payload_bytes)
+        except PayloadError as exc:
+            oversized = exc.category == "oversized"
+            device_id, seq = salvage_key(m.topic, m.payload[:_SAMPLE_BYTES] if oversized else m.payload)
+            # An oversized payload is kept only in part, so it is not confirmed: the device keeps it.
+            return Rejected(topic=m.topic, reason=str(exc), category=exc.category, device_id=device_id,
+                            seq=None if oversized else seq,
+                            payload=m.payload[:_SAMPLE_BYTES] if oversized else m.payload, truncated=oversized)
+
+    def _commit(self, items: list[tuple[_Incoming, Parsed | Rejected]]) -> dict[str, set[int]] | None:
+        """Write the batch in one transaction; returns the seqs to confirm per device, None if stopping.
+
+        A batch the database refuses is split until the refused message is alone; that one becomes a
+        reject. A database that cannot be reached is retried with backoff, acknowledging nothing.
+        """
+        attempt = 0
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    outcome = self._write(conn, items)
+                self._count(outcome)
+                return outcome.confirms
+            except (OperationalError, InterfaceError) as exc:
+                # Connection trouble or a locked SQLite file: transient, retry the same batch.
+                self.stats.db_retries += 1
+                self.stats.last_error = f"database: {_first_line(exc)}"
+                delay = backoff_delay(attempt, 0.2, 10.0, self._rng)
+                attempt += 1
+                log.error("ingest: database unavailable (%s); retrying in %.1f s", _first_line(exc), delay)
+                if self._stop.wait(delay):
+                    return None
+            except DBAPIError as exc:
+                if len(items) > 1:
+                    merged: dict[str, set[int]] = defaultdict(set)
+                    for item in items:
+                        part = self._commit([item])
+                        if part is None:
+                            return None
+                        for dev, seqs in part.items():
+                            merged[dev] |= seqs
+                    return merged
+                m, parsed = items[0]
+                if isinstance(parsed, Rejected):
+                    # Even the reject row was refused: nothing more can be stored; say so loudly.
+                    log.error("ingest: cannot store the rejected payload from %s either (%s); dropping it",
+                              m.topic, _first_line(exc))
+                    self.stats.rejected["unstorable"] += 1
+                    return {}
+                device_id, seq = salvage_key(m.topic, m.payload)
+                items = [(m, Rejected(topic=m.topic, reason=f"the database refused it: {_first_line(exc)}",
+                                      category="database", device_id=device_id, seq=seq, payload=m.payload,
+                                      truncated=False))]
+
+    @dataclass(slots=True)
+    class _Outcome:
+        messages: int = 0
+        records: int = 0
+        duplicates: int = 0
+        statuses: int = 0
+        rejected: list[Rejected] = field(default_factory=list)
+        confirms: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table)
+
+    def _write(self, conn: Connection, items: list[tuple[_Incoming, Parsed | Rejected]]) -> Ingester._Outcome:
+        out = Ingester._Outcome()
+        now = datetime.now(UTC)
+        msg_rows: list[dict[str, Any]] = []
+        envelopes: dict[tuple[str, int], Parsed] = {}
+        devices: dict[str, dict[str, Any]] = {}
+
+        def seen(device_id: str) -> dict[str, Any]:
+            return devices.setdefault(device_id, {"device_id": device_id, "first_seen": now, "last_seen": now,
+                                                  "last_seq": None, "status": None, "status_at": None,
+                                                  "runtime": None})
+
+        for _m, p in items:
+            if isinstance(p, Rejected):
+                out.rejected.append(p)
+                if p.device_id is not None and p.seq is not None:
+                    out.confirms[p.device_id].add(p.seq)
+                continue
+            if p.status is not None:
+                d = seen(p.device_id)
+                d["status"], d["status_at"] = p.status.state, as_time(p.status.ts) or now
+                d["runtime"] = p.status.runtime
+                out.statuses += 1
+                continue
+            env = p.envelope
+            assert env is not None
+            key = (env.device_id, env.seq)
+            out.confirms[env.device_id].add(env.seq)
+            if key in envelopes:
+                out.duplicates += 1
+                continue
+            envelopes[key] = p
+            msg_rows.append({"device_id": env.device_id, "seq": env.seq, "uuid": str(env.uuid), "kind": env.kind,
+                             "created": as_time(env.created), "received_at": now, "n_records": len(env.records)})
+        if msg_rows:
+            stmt = self._insert(telemetry_messages).on_conflict_do_nothing(
+                index_elements=["device_id", "seq"]).returning(telemetry_messages.c.device_id,
+                                                               telemetry_messages.c.seq)
+            fresh = {(r[0], r[1]) for r in conn.execute(stmt, msg_rows)}
+            out.duplicates += len(msg_rows) - len(fresh)
+            rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for key in fresh:
+                env = envelopes[key].envelope
+                assert env is not None
+                build = ROW_BUILDERS[env.kind]
+                for idx, rec in enumerate(env.records):
+                    rows[env.kind].append({"device_id": env.device_id, "seq": env.seq, "idx": idx, **build(rec),
+                                           "record": rec})
+                d = seen(env.device_id)
+                d["last_seq"] = max(env.seq, d["last_seq"] or 0)
+                out.messages += 1
+            for kind, kind_rows in rows.items():
+                conn.execute(insert(_TABLES[kind]), kind_rows)
+                out.records += len(kind_rows)
+        if out.rejected:
+            conn.execute(insert(telemetry_rejects), [
+                {"received_at": now, "topic": r.topic, "device_id": r.device_id, "seq": r.seq,
+                 "reason": r.reason.replace("\x00", "\\0"), "size": len(r.payload), "payload": r.payload,
+                 "truncated": int(r.truncated)} for r in out.rejected])
+        for dev in devices.values():
+            self._upsert_device(conn, dev)
+        return out
+
+    def _upsert_device(self, conn: Connection, row: dict[str, Any]) -> None:
+        t = telemetry_devices
+        stmt = self._insert(t).values(**row)
+        ex = stmt.excluded
+        conn.execute(stmt.on_conflict_do_update(index_elements=["device_id"], set_={
+            "last_seen": ex.last_seen,
+            "last_seq": case((t.c.last_seq.is_(None), ex.last_seq), (ex.last_seq > t.c.last_seq, ex.last_seq),
+                             else_=t.c.last_seq),
+            "status": func.coalesce(ex.status, t.c.status),
+            "status_at": func.coalesce(ex.status_at, t.c.status_at),
+            "runtime": func.coalesce(ex.runtime, t.c.runtime),
+        }))
+
+    def _count(self, out: Ingester._Outcome) -> None:
+        self.stats.messages += out.messages
+        self.stats.records += out.records
+        self.stats.duplicates += out.duplicates
+        self.stats.statuses += out.statuses
+        for r in out.rejected:
+            self.stats.rejected[r.category] += 1
+            self._logged_rejects += 1
+            # Log the first ones and then one in a hundred, so a flood cannot fill the disk with logs.
+            if self._logged_rejects <= 20 or self._logged_rejects % 100 == 0:
+                log.warning("ingest: rejected a %d-byte payload on %s: %s (%d rejected so far)",
+                            len(r.payload), r.topic, r.reason, sum(self.stats.rejected.values()))
+
+    def _ack(self, batch: list[_Incoming]) -> None:
+        client = self._client
+        assert client is not None
+        with self._gen_lock:
+            current = self._gen
+            for m in batch:
+                if m.qos > 0 and m.gen == current:
+                    client.ack(m.mid, m.qos)
+
+    def _confirm(self, confirms: dict[str, set[int]]) -> None:
+        if not self.config.confirm or self._client is None:
+            return
+        for device_id, seqs in confirms.items():
+            if not seqs:
+                continue
+            payload = json.dumps({"schema": SCHEMA_VERSION, "device_id": device_id, "seqs": sorted(seqs)},
+                                 separators=(",", ":"))
+            self._client.publish(f"edge/{device_id}/cmd/ack", payload, qos=1)
+            self.stats.confirms_sent += 1
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0] if text else ''}"
+
