@@ -7,7 +7,7 @@ fleet dashboard and metrics, as one FastAPI app.
 
 from __future__ import annotations
 
-from ._app import Service, create_app
+from ._app import Service, create_app, create_app_from_env
 from ._errors import (
     BadRequestError,
     ConflictError,
@@ -38,4 +38,5 @@ __all__ = [
     "UnprocessableError",
     "UnsupportedMediaTypeError",
     "create_app",
+    "create_app_from_env",
 ]

@@ -60,7 +60,7 @@ from ._registry import Registry
 from ._settings import ServiceSettings
 from ._storage import BlobStore, open_store
 
-__all__ = ["Service", "create_app"]
+__all__ = ["Service", "create_app", "create_app_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,14 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     static = files("cloud_sync.service").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` (several workers): settings from the TOML file named by
+    ``EDGE_SERVICE_CONFIG`` (what ``edge cloud serve`` passes on), overridden by EDGE_* variables."""
+    import os
+
+    return create_app(ServiceSettings.from_toml(os.environ.get("EDGE_SERVICE_CONFIG")))
 
 
 def _registry_routes(app: FastAPI) -> None:

@@ -7,9 +7,7 @@ same database also holds the telemetry ingester's tables.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -26,17 +24,12 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ._errors import StorageError
 
 __all__ = ["channel_events", "devices", "make_engine", "metadata", "models", "utcnow", "versions"]
-
-log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -102,39 +95,14 @@ devices = Table(
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created. SQLite gets WAL and a busy timeout so the
-    threadpool's concurrent requests do not trip over each other."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StorageError(f"database_url is not a valid SQLAlchemy URL: {exc}") from exc
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    is_sqlite = parsed.get_backend_name() == "sqlite"
-    if is_sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        if parsed.database:
-            from pathlib import Path
+    """An engine for ``url`` with the telemetry tables (``cloud_sync.db``, whose engine setup this
+    reuses: one database, one set of connection settings) and the registry/fleet tables created."""
+    from ..db import make_engine as make_telemetry_engine
 
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "postgresql"):
-        # Prefer psycopg 3 (what the [cloud] extra installs) when the URL names no driver.
-        if "+" not in url.split("://", 1)[0]:
-            parsed = parsed.set(drivername="postgresql+psycopg")
-    try:
-        engine = create_engine(parsed, **kwargs)
-    except (ArgumentError, ImportError) as exc:
-        raise StorageError(f"cannot create a database engine for {parsed.render_as_string()}: {exc}") from exc
-    if is_sqlite:
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+    engine = make_telemetry_engine(url)
     try:
         metadata.create_all(engine)
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot reach or prepare the database: {exc.__class__.__name__}: "
+        raise StorageError(f"cannot prepare the registry tables: {exc.__class__.__name__}: "
                            f"{str(exc).splitlines()[0]}") from exc
     return engine

@@ -1,0 +1,110 @@
+"""`edge publish`, `edge registry list|promote|rollback` and the `serve` command, as subprocesses
+against a real service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud_sync.service import ServiceSettings
+
+from .conftest import ADMIN_TOKEN, Keys, Running, free_port, run_service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def edge(*args: str, token: str | None = ADMIN_TOKEN, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if token is not None:
+        env["EDGE_REGISTRY_TOKEN"] = token
+    if url is not None:
+        env["EDGE_REGISTRY_URL"] = url
+    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Running]:
+    settings = ServiceSettings(data_dir=tmp_path_factory.mktemp("svc-cli"), admin_token=ADMIN_TOKEN,
+                               trusted_keys=[keys.public])
+    with run_service(settings) as running:
+        yield running
+
+
+def test_publish_list_promote_rollback(service: Running, make_signed, tmp_path: Path) -> None:
+    url = service.url
+    r = edge("publish", str(make_signed(1)), "--registry", url, "--channel", "stable")
+    assert r.returncode == 0, r.stderr
+    assert "published mobilenet_v2 v1 on channel stable" in r.stdout
+    # a bundle directory is packed on the way
+    d = tmp_path / "v2"
+    import tarfile
+
+    with tarfile.open(make_signed(2)) as tf:
+        tf.extractall(d, filter="data")
+    r = edge("publish", str(d), "--registry", url, "--json", "--channel", "beta")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 2
+    r = edge("registry", "list", "--json", url=url)
+    assert json.loads(r.stdout)[0]["channels"] == {"stable": 1, "beta": 2}
+    r = edge("registry", "promote", "mobilenet_v2", "2", "--channel", "stable", url=url)
+    assert r.returncode == 0 and "stable -> v2" in r.stdout
+    r = edge("registry", "list", "mobilenet_v2", url=url)
+    assert "v2" in r.stdout and "stable" in r.stdout
+    r = edge("registry", "rollback", "mobilenet_v2", "--channel", "stable", url=url)
+    assert r.returncode == 0 and "rolled back to v1" in r.stdout
+    r = edge("registry", "rollback", "mobilenet_v2", "--channel", "stable", url=url)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error: HTTP 409 nothing_to_roll_back")
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_errors_are_one_line(service: Running, make_signed, tmp_path: Path) -> None:
+    r = edge("publish", str(make_signed(3)), "--registry", service.url, token="wrong")
+    assert r.returncode == 1 and "HTTP 401" in r.stderr and "Traceback" not in r.stderr
+    assert "wrong" not in r.stderr
+    r = edge("publish", str(make_signed(3)), "--registry", "http://127.0.0.1:1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    unsigned = tmp_path / "u"
+    import tarfile
+
+    with tarfile.open(make_signed(3)) as tf:
+        tf.extractall(unsigned, filter="data")
+    (unsigned / "manifest.sig").unlink()
+    r = edge("publish", str(unsigned), "--registry", service.url)
+    assert r.returncode != 0 and "not signed" in r.stderr
+
+
+def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed) -> None:
+    port = free_port()
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+    code = "from cloud_sync.cli._serve import serve_cmd; serve_cmd()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(cfg), "--port", str(port),
+                             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        r = edge("publish", str(make_signed(1)), "--registry", url)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "data" / "edge-cloud.db").exists()
+        assert any((tmp_path / "data" / "bundles").rglob("*.tar.gz"))
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "dashboard /" in err
