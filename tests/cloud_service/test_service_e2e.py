@@ -22,7 +22,7 @@ from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, Running, run_service
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Running]:
     d = tmp_path_factory.mktemp(f"svc-{request.param}")
-    db = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    db = request.getfixturevalue("postgres")() if request.param == "postgresql" else None
     settings = ServiceSettings(data_dir=d, database_url=db, admin_token=ADMIN_TOKEN, trusted_keys=[keys.public],
                                max_batch_wait_ms=5)
     with run_service(settings) as running:
