@@ -166,6 +166,7 @@ class Ingester:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)),
                                    max_delay=max(1, int(cfg.reconnect_max_s)))
         self._client = client
@@ -177,6 +178,7 @@ class Ingester:
                  self.engine.url.render_as_string())
 
     def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected and subscribed (the broker has acknowledged the subscriptions)."""
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -210,8 +212,15 @@ class Ingester:
         client.subscribe([(prefix + t, 1) for t in SUBSCRIPTIONS])
         self.stats.connects += 1
         self.stats.connected = True
-        self._connected.set()
         log.info("ingest: connected (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client: Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        refused = [t for t, r in zip(SUBSCRIPTIONS, reasons, strict=False) if r.is_failure]
+        if refused:
+            self.stats.last_error = f"the broker refused the subscription to {', '.join(refused)} (check the ACL)"
+            log.error("ingest: %s", self.stats.last_error)
+        self._connected.set()
 
     def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
                        properties: Properties | None) -> None:

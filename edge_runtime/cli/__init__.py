@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_runtime.cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
     "bench": ("edge_runtime.cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
     "profiles": ("device_profiles._cli:profiles_group", "List, show and detect device profiles."),
+    "outbox": ("edge_runtime.cli._outbox:outbox_group", "Inspect or purge the telemetry outbox."),
+    "cloud": ("cloud_sync.cli:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),
     "publish": ("cloud_sync.cli._registry:publish_cmd", "Upload a signed bundle to the cloud registry."),
     "registry": ("cloud_sync.cli._registry:registry_group", "List, promote and roll back registry models."),
 }

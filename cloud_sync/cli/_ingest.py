@@ -1,0 +1,90 @@
+"""`edge cloud ingest`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from edge_runtime.telemetry import MqttConfig
+from edge_runtime.telemetry._config import describe_validation_error
+
+from .._errors import IngestError
+
+__all__ = ["ingest_cmd"]
+
+
+@click.command("ingest")
+@click.option("--mqtt", "mqtt_url", required=True, envvar="EDGE_MQTT_URL", metavar="URL",
+              help="Broker, mqtt://HOST:PORT or mqtts://HOST:PORT.")
+@click.option("--db", "db_url", default="sqlite:///edge-telemetry.db", show_default=True, envvar="EDGE_CLOUD_DB",
+              metavar="URL", help="SQLAlchemy URL: sqlite:///FILE.db or postgresql://USER@HOST/DB.")
+@click.option("--client-id", default="edge-ingest", show_default=True,
+              help="MQTT client id; keep it fixed so the broker keeps the session across restarts.")
+@click.option("--share", "share_group", metavar="GROUP",
+              help="Share the subscriptions with other ingesters ($share/GROUP/...).")
+@click.option("--username", envvar="EDGE_MQTT_USERNAME", help="Broker user name.")
+@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the broker password (or set EDGE_MQTT_PASSWORD).")
+@click.option("--ca", "ca_file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (mqtts://).")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Client certificate (mqtts://).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), help="Client key (mqtts://).")
+@click.option("--max-payload-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
+              help="Larger payloads are rejected (and kept in part in telemetry_rejects).")
+@click.option("--no-confirm", is_flag=True, help="Do not publish confirmations on edge/D/cmd/ack.")
+@click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Print counters to stderr every N seconds (0: only at the end).")
+def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | None, username: str | None,
+               password_file: Path | None, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+               max_payload_bytes: int, no_confirm: bool, stats_interval: float) -> None:
+    """Subscribe to every device's telemetry, metrics, events and status and write them to the database.
+
+    Each message is acknowledged to the broker only after its database commit, duplicates are
+    dropped on (device_id, seq), and a malformed payload is stored in telemetry_rejects with its
+    reason. Runs until Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      edge cloud ingest --mqtt mqtt://localhost:1883 --db sqlite:///telemetry.db
+      edge cloud ingest --mqtt mqtts://broker:8883 --ca ca.pem --username ingest \\
+          --password-file ingest.pw --db postgresql://ingest@db/edge
+    """
+    from pydantic import ValidationError
+
+    from ..ingest import IngestConfig, Ingester
+
+    try:
+        mqtt = MqttConfig(url=mqtt_url, username=username, password_file=password_file, ca_file=ca_file,
+                          cert_file=cert_file, key_file=key_file)
+    except ValidationError as exc:
+        raise IngestError(describe_validation_error(exc, "broker settings")) from exc
+    config = IngestConfig.build(mqtt=mqtt, db_url=db_url, client_id=client_id, share_group=share_group,
+                                max_payload_bytes=max_payload_bytes, confirm=not no_confirm)
+    ingester = Ingester(config)
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    ingester.start()
+    announced = False
+    next_stats = 0.0
+    while not stop.wait(0.2):
+        if not announced and ingester.wait_connected(0):
+            click.echo(f"ingest: subscribed on {mqtt.safe_url}, writing to "
+                       f"{ingester.engine.url.render_as_string()}", err=True)
+            announced = True
+            next_stats = time.monotonic() + stats_interval
+        if announced and stats_interval > 0 and time.monotonic() >= next_stats:
+            click.echo("ingest: " + json.dumps(ingester.stats.as_dict()), err=True)
+            next_stats += stats_interval
+    ingester.stop()
+    click.echo("ingest: stopped " + json.dumps(ingester.stats.as_dict()), err=True)
