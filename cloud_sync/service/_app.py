@@ -316,10 +316,14 @@ def _registry_routes(app: FastAPI) -> None:
         """The bundle's manifest as JSON."""
         return _svc(request).registry.get_version(name, version).manifest
 
-    @app.api_route("/api/v1/models/{name}/versions/{version}/bundle", methods=["GET", "HEAD"], tags=tag,
-                   responses={**ERRORS, 206: {"description": "partial content"}, 304: {"description": "not modified"},
-                              416: {"model": S.ErrorBody}},
-                   response_class=Response)
+    bundle_responses: dict[int | str, dict[str, Any]] = {
+        **ERRORS, 206: {"description": "partial content"}, 304: {"description": "not modified"},
+        416: {"model": S.ErrorBody}}
+
+    @app.head("/api/v1/models/{name}/versions/{version}/bundle", tags=tag, responses=bundle_responses,
+              response_class=Response, operation_id="bundle_head")
+    @app.get("/api/v1/models/{name}/versions/{version}/bundle", tags=tag, responses=bundle_responses,
+             response_class=Response, operation_id="bundle_download")
     def download_bundle(request: Request, name: ModelName, version: Version, _: Anyone) -> Response:
         """The bundle archive, with `ETag` (its sha256) and `Range` support so a device resumes a
         broken download (`If-Range` with the ETag keeps a resumed download consistent)."""
