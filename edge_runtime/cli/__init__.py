@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("edge_runtime.cli._keys:verify_cmd", "Verify a bundle's hashes and signature."),
     "run": ("edge_runtime.cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
     "bench": ("edge_runtime.cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
+    "convert": ("converters._cli:convert_cmd", "Convert and quantize a model, measure each variant, recommend one."),
     "profiles": ("device_profiles._cli:profiles_group", "List, show and detect device profiles."),
     "outbox": ("edge_runtime.cli._outbox:outbox_group", "Inspect or purge the telemetry outbox."),
     "cloud": ("cloud_sync.cli:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),
