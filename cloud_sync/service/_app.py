@@ -36,7 +36,7 @@ from edge_runtime._version import __version__
 
 from . import _schemas as S
 from ._auth import Principal, hash_token, parse_bearer, tokens_equal
-from ._dashboard import dashboard_data
+from ._dashboard import dashboard_data, fleet
 from ._db import make_engine
 from ._devices import DeviceRegistry
 from ._errors import (
@@ -381,12 +381,12 @@ def _device_routes(app: FastAPI) -> None:
                                                        channel=body.channel)
         return {**record, "token": token}
 
-    @app.get("/api/v1/devices", tags=tag, response_model=list[S.DeviceOut], responses=ERRORS)
+    @app.get("/api/v1/devices", tags=tag, response_model=list[S.FleetDevice], responses=ERRORS)
     def list_devices(request: Request, _: Admin) -> list[dict[str, Any]]:
         """Every device with last seen, model version, channel, outbox depth and latency (from its
         heartbeats and its MQTT telemetry, whichever is newer)."""
         svc = _svc(request)
-        return dashboard_data(svc.engine, svc.devices.list(), svc.registry, hours=1)["devices"]
+        return fleet(svc.engine, svc.devices.list())
 
     @app.get("/api/v1/devices/{device_id}", tags=tag, response_model=S.DeviceOut, responses=ERRORS)
     def get_device(request: Request, device_id: Annotated[str, PathParam(max_length=64)], _: Admin) -> dict[str, Any]:

@@ -15,6 +15,7 @@ __all__ = [
     "DeviceCreated",
     "DeviceOut",
     "ErrorBody",
+    "FleetDevice",
     "Heartbeat",
     "InferRequestBody",
     "InferResponseBody",
@@ -92,6 +93,14 @@ class DeviceOut(BaseModel):
     outbox_depth: int | None
     latency_ms: float | None
     fps: float | None
+
+
+class FleetDevice(DeviceOut):
+    """A device as the fleet view shows it: registration merged with its latest telemetry."""
+
+    channel: str | None  # type: ignore[assignment]
+    registered: bool = Field(description="false for a device that sent telemetry but was never registered")
+    status: str | None = Field(description="online/offline from its MQTT status (last will)")
 
 
 class DeviceCreated(DeviceOut):
