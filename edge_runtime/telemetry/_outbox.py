@@ -12,9 +12,9 @@ Life of a record::
   a resend after a crash carries the same ``seq`` and the same records, which is what lets the cloud
   drop duplicates on ``(device_id, seq)``. ``seq`` starts at the creation time in microseconds, so an
   outbox that is deleted and recreated does not reuse the numbers of the old one.
-* Bounds: rows, bytes of record JSON, and age. Over a bound the oldest pending rows of the lowest
-  priority go first (metrics, then telemetry, then events); only when no pending row is left do
-  whole sealed messages go, again lowest priority and oldest first.
+* Bounds: rows, bytes of record JSON, and age. Over a bound the lowest priority goes first
+  (metrics, then telemetry, then events), oldest first; within a priority, rows not yet sealed go
+  before whole sealed messages (those are already on their way).
 * One writer per file, enforced by an ``flock`` on ``PATH.lock`` (released by the kernel if the
   process dies); readers (``edge outbox stats``) need no lock thanks to WAL.
 """
@@ -367,6 +367,27 @@ class Outbox:
             self._count_drops(drops)
         return Counter({KINDS[p]: n for (p, _), n in drops.items()})
 
+    def append_report(self, build: Callable[[], dict[str, Any]], kind: str = "metrics",
+                      reserve_bytes: int = 4096) -> None:
+        """Append a record built inside the transaction, after room was made for it.
+
+        For metrics: ``build`` reads :meth:`stats` and so counts the drops its own arrival caused;
+        a report appended to a full outbox is therefore never one drop behind.
+        """
+        with self._tx():
+            drops = self._trim(extra_rows=1, extra_bytes=reserve_bytes, protect_report=False)
+            self._count_drops(drops)
+            item = self.encode(build(), kind)
+            p = _PRIORITY[kind]
+            self._db.execute("INSERT INTO records(priority, created, nbytes, body) VALUES (?, ?, ?, ?)",
+                             (p, item.created, item.nbytes, item.body))
+            self._meta_add("appended_total", 1)
+            self._pending[p][0] += 1
+            self._pending[p][1] += item.nbytes
+            self._rows += 1
+            self._bytes += item.nbytes
+            self._count_drops(self._trim())  # only if the report outgrew its reservation
+
     def add_dropped(self, kind: str, reason: str, n: int) -> None:
         """Count records dropped before they reached the outbox (e.g. the in-memory buffer overflowed)."""
         if n <= 0:
@@ -374,45 +395,59 @@ class Outbox:
         with self._tx():
             self._count_drops(Counter({(_PRIORITY[kind], reason): n}))
 
-    def _trim(self) -> Counter[tuple[int, str]]:
-        """Inside a transaction: drop until the row and byte bounds hold again."""
+    def _trim(self, *, extra_rows: int = 0, extra_bytes: int = 0,
+              protect_report: bool = True) -> Counter[tuple[int, str]]:
+        """Inside a transaction: drop until the row and byte bounds hold again (with room for
+        ``extra_rows``/``extra_bytes`` more).
+
+        Strictly by priority (metrics, then telemetry, then events). Within one priority, pending
+        rows go first, oldest first, then whole sealed messages, oldest first: a sealed message is
+        already on its way and usually about to be confirmed, so dropping it wastes what was sent.
+        The newest pending metrics record is kept (``protect_report``): it carries the cumulative
+        drop counts, so the report of what was lost must not be lost itself.
+        """
         drops: Counter[tuple[int, str]] = Counter()
-        over_rows = self._rows - self.max_rows
-        over_bytes = self._bytes - self.max_bytes
-        if over_rows <= 0 and over_bytes <= 0:
-            return drops
-        last: tuple[int, int] | None = None
-        cur = self._db.execute("SELECT id, priority, nbytes FROM records WHERE msg_seq IS NULL "
-                               "ORDER BY priority, id")
-        for id_, prio, nb in cur:
+        over_rows = self._rows + extra_rows - self.max_rows
+        over_bytes = self._bytes + extra_bytes - self.max_bytes
+        for prio in range(len(KINDS)):
             if over_rows <= 0 and over_bytes <= 0:
                 break
-            over_rows -= 1
-            over_bytes -= nb
-            drops[(prio, "capacity")] += 1
-            self._pending[prio][0] -= 1
-            self._pending[prio][1] -= nb
-            self._rows -= 1
-            self._bytes -= nb
-            last = (prio, id_)
-        cur.close()
-        if last is not None:
-            self._db.execute("DELETE FROM records WHERE msg_seq IS NULL AND (priority < ? OR "
-                             "(priority = ? AND id <= ?))", (last[0], last[0], last[1]))
-        if over_rows > 0 or over_bytes > 0:
-            # Nothing pending is left: whole sealed messages go, lowest priority and oldest first.
-            victims = []
-            for seq, prio, n, nb in self._db.execute(
-                "SELECT seq, priority, n_records, nbytes FROM messages ORDER BY priority, seq"
-            ).fetchall():
+            last: int | None = None
+            below = 2**63 - 1
+            if prio == _PRIORITY["metrics"] and protect_report:
+                newest = self._db.execute("SELECT MAX(id) FROM records WHERE msg_seq IS NULL AND priority = ?",
+                                          (prio,)).fetchone()[0]
+                below = newest if newest is not None else below
+            cur = self._db.execute("SELECT id, nbytes FROM records WHERE msg_seq IS NULL AND priority = ? "
+                                   "AND id < ? ORDER BY id", (prio, below))
+            for id_, nb in cur:
                 if over_rows <= 0 and over_bytes <= 0:
                     break
-                victims.append(seq)
-                drops[(prio, "capacity")] += n
-                over_rows -= n
+                over_rows -= 1
                 over_bytes -= nb
-                self._rows -= n
+                drops[(prio, "capacity")] += 1
+                self._pending[prio][0] -= 1
+                self._pending[prio][1] -= nb
+                self._rows -= 1
                 self._bytes -= nb
+                last = id_
+            cur.close()
+            if last is not None:
+                self._db.execute("DELETE FROM records WHERE msg_seq IS NULL AND priority = ? AND id <= ?",
+                                 (prio, last))
+            victims: list[int] = []
+            if over_rows > 0 or over_bytes > 0:
+                for seq, n, nb in self._db.execute(
+                    "SELECT seq, n_records, nbytes FROM messages WHERE priority = ? ORDER BY seq", (prio,)
+                ).fetchall():
+                    if over_rows <= 0 and over_bytes <= 0:
+                        break
+                    victims.append(seq)
+                    drops[(prio, "capacity")] += n
+                    over_rows -= n
+                    over_bytes -= nb
+                    self._rows -= n
+                    self._bytes -= nb
             self._delete_messages(victims)
             self._dropped_sealed.extend(victims)
         return drops

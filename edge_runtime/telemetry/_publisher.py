@@ -189,7 +189,7 @@ class Publisher:
             if self._metrics is not None and (now >= self._next_metrics or self._metrics_now.is_set()):
                 self._metrics_now.clear()
                 self._next_metrics = now + self.config.metrics_interval_s
-                self.outbox.append(self._metrics(), "metrics")
+                self.outbox.append_report(self._metrics, "metrics")
             for seq in self.outbox.take_dropped_seqs():
                 flight = self._flights.pop(seq, None)
                 if flight is not None and flight.mid is not None:
@@ -247,6 +247,7 @@ class Publisher:
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self.stats.connected = True
         self.stats.connects += 1
+        self._metrics_now.set()  # report at once what happened while offline (drops, depth)
         log.info("telemetry: connected to %s as %s", cfg.safe_url, self.device_id)
         return True
 
