@@ -189,8 +189,9 @@ def test_dashboard_page_shows_the_fleet(fleet: Running, browser) -> None:
     from selenium.webdriver.support.ui import Select
 
     Select(b.find_element(By.ID, "hours")).select_by_value("1")
-    WebDriverWait(b, 20).until(lambda d: int(d.find_element(By.CSS_SELECTOR, '#labels svg').get_attribute(
-        "data-buckets")) >= 4)
+    # (read through JavaScript: the page re-renders, so element handles go stale)
+    buckets = "const s = document.querySelector('#labels svg'); return s ? Number(s.dataset.buckets) : 0;"
+    WebDriverWait(b, 20).until(lambda d: d.execute_script(buckets) >= 4)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"dashboard-{fleet.settings.database_url and 'postgresql' or 'sqlite'}.png"
     b.set_window_size(1280, 1400)
