@@ -21,6 +21,7 @@ from ._data import (
     InputSet,
     Sample,
     fit_labels,
+    fit_tensor,
     iter_progress,
     load_calibration,
     load_eval,
@@ -108,6 +109,10 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
     spec = desc.inputs[0] if layout is None else desc.inputs[0].model_copy(update={"layout": layout})
     preprocess = opts.preprocess or src.default_preprocess(ext) or Preprocess(kind="image")
     _check_preprocess(preprocess, spec, calib, eval_set)
+    for data in (calib, eval_set):
+        if data is not None and data.kind == "tensors":
+            for s in data.samples:
+                fit_tensor(np.asarray(s.tensor), spec, origin=data.source)
     task = src.task
     n_classes = desc.outputs[_score_output(desc.outputs)].shape[-1] if task != "regression" else None
     labels: list[str] | None = None

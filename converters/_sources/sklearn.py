@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime import Preprocess
 
 from .._deps import require
-from .._errors import SourceLoadError, UnsupportedModelError
+from .._errors import ShapeError, SourceLoadError, UnsupportedModelError
 from .._ort import first_line, ort_errors, ort_session
 from ._base import Source, dist_version
 
@@ -107,6 +107,10 @@ class SklearnSource(Source):
         onx = self._convert(first)
         out.write_bytes(onx)
         self.precision_used = first
+        for d in data:
+            if np.asarray(d).size != self.n_features:
+                raise ShapeError(f"an input of shape {list(np.shape(d))} does not fit the model input of "
+                                 f"{self.n_features} features; give rows shaped (N, {self.n_features})")
         if precision == "auto" and data:
             rows = np.concatenate([np.asarray(d, dtype=np.float64).reshape(1, -1) for d in data])
             problem = self._mismatch(out, rows, np.float32)
