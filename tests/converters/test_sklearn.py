@@ -52,7 +52,7 @@ def _classifiers() -> list[tuple[str, Callable[[], Any], Callable[[], Any]]]:
 
 @pytest.mark.parametrize("case", _classifiers(), ids=lambda c: c[0])
 def test_classifier_matches_sklearn_on_heldout(case: tuple[str, Any, Any], tmp_path: Path) -> None:
-    name, loader, make = case
+    _name, loader, make = case
     xtr, xte, ytr, yte = _split(loader)
     est = make().fit(xtr, ytr)
     joblib.dump(est, tmp_path / "model.joblib")
@@ -110,7 +110,7 @@ def test_quantization_is_skipped_with_a_reason_for_trees(tmp_path: Path) -> None
     from sklearn.datasets import load_wine
     from sklearn.ensemble import RandomForestClassifier
 
-    xtr, xte, ytr, yte = _split(load_wine)
+    xtr, _xte, ytr, _yte = _split(load_wine)
     joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0).fit(xtr, ytr), tmp_path / "rf.joblib")
     np.save(tmp_path / "calib.npy", xtr)
     report = convert(tmp_path / "rf.joblib", tmp_path / "out", to="onnx", quantize=["fp16", "dynamic", "int8"],
