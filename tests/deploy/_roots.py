@@ -1,0 +1,111 @@
+"""Debian roots and wheel sets the deploy tests build once and reuse.
+
+Everything is built below ``$EDGE_TEST_CACHE`` (default ``/var/cache/edge-tests``), each item in a
+temporary directory that is renamed into place only when complete, under a lock, so an interrupted
+build is rebuilt next time and two test processes never build the same thing at once. Delete the
+directory to rebuild from scratch.
+
+- ``debian-bookworm-amd64``: ``debootstrap --variant=minbase --include=python3`` of Debian 12, the
+  stand-in for a running Raspberry Pi OS (also Debian 12) in which ``install-on-pi.sh`` runs.
+- ``debian-bookworm-arm64``: the arm64 packages of Python 3.11 fetched by
+  ``debootstrap --foreign --arch=arm64`` and unpacked with ``dpkg-deb -x``; no second stage is run,
+  because that needs binfmt_misc, which this sandbox cannot mount. Programs in it run with
+  ``qemu-aarch64-static -L ROOT``, which needs no binfmt.
+- wheelhouses: the wheels pip needs, downloaded from PyPI once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["cache_dir", "cached", "debian_mirror", "debian_root_amd64", "debian_root_arm64"]
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("EDGE_TEST_CACHE", "/var/cache/edge-tests"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    with open(cache_dir() / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def cached(name: str, build: Callable[[Path], None]) -> Path:
+    """The cache entry ``name``, built by ``build(tmpdir)`` the first time."""
+    final = cache_dir() / name
+    with _locked(name):
+        if final.is_dir():
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_dir()))
+        try:
+            build(tmp)
+            tmp.rename(final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt on this machine is configured with (deb822 or one-line format)."""
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for stanza in text.split("\n\n"):
+                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+                if uris and suites and SUITE in suites.group(1).split() and "security" not in uris.group(1):
+                    return uris.group(1).rstrip("/")
+        else:
+            m = re.search(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{SUITE}\s", text, re.M)
+            if m and "security" not in m.group(1):
+                return m.group(1).rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _run(cmd: list[str], **kw: object) -> None:
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def debian_root_amd64() -> Path:
+    def build(tmp: Path) -> None:
+        root = tmp / "root"
+        _run(["debootstrap", "--variant=minbase", "--include=python3", SUITE, str(root), debian_mirror()],
+             stdout=subprocess.DEVNULL)
+        # apt inside the copy needs package lists to install python3-venv offline-fast later.
+        shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+        (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+
+    return cached(f"debian-{SUITE}-amd64", build) / "root"
+
+
+def debian_root_arm64() -> Path:
+    def build(tmp: Path) -> None:
+        root = tmp / "root"
+        _run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3",
+              SUITE, str(root), debian_mirror()], stdout=subprocess.DEVNULL)
+        # The first stage unpacks only the required packages; unpack every downloaded .deb
+        # (python3 and its libraries included) so the interpreter can run under qemu-user.
+        for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
+
+    return cached(f"debian-{SUITE}-arm64", build) / "root"
