@@ -153,6 +153,7 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
                 continue
             v.path, v.settings = res.path, res.settings
             v.report.notes.extend(res.notes)
+        v.report.settings = dict(v.settings)
         v.bundle = _bundle(v.path, work / "bundles" / vname, name=name, opts=opts, src=src, labels=labels,
                            task=task, preprocess=preprocess, layout=layout, mode=mode, metrics={},
                            profiles=[], overwrite=True)

@@ -104,11 +104,22 @@ class _TorchBase(Source):
     def _onnx_exportable(self) -> Any:
         return self.module
 
+    #: the dynamo exporter (torch.export based); TorchScript modules need the TorchScript one
+    _dynamo: ClassVar[bool] = True
+
     def _export_onnx(self, out: Path) -> Path:
         torch = self._torch()
-        require("onnxscript", "exporting PyTorch models to ONNX (torch.onnx dynamo exporter)")
         sample = (torch.zeros(self.input_shape),)
         names = ["logits"] if self.n_outputs == 1 else [f"output_{i}" for i in range(self.n_outputs)]
+        if not self._dynamo:
+            try:
+                with quiet("torch.onnx.export"):
+                    torch.onnx.export(self._onnx_exportable(), sample, str(out), input_names=["input"],
+                                      output_names=names, opset_version=self.options.opset, dynamo=False)
+            except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+                raise UnsupportedModelError(_export_failure("ONNX", exc)) from exc
+            return out
+        require("onnxscript", "exporting PyTorch models to ONNX (torch.onnx dynamo exporter)")
         try:
             with quiet("torch.onnx.export"):
                 program = torch.onnx.export(
@@ -200,6 +211,8 @@ class TorchScriptSource(_TorchBase):
 
     framework: ClassVar[str] = "torchscript"
     targets: ClassVar[tuple[str, ...]] = ("onnx",)
+    # torch.export cannot trace a ScriptModule; the TorchScript-based exporter reads its graph.
+    _dynamo: ClassVar[bool] = False
     described_as: ClassVar[str] = "a TorchScript file (.pt, .pth, .ts) with --input-shape"
 
     @classmethod
@@ -320,7 +333,11 @@ def _looks_like_state_dict(torch: Any, path: Path) -> bool:
 
 
 def _export_failure(what: str, exc: BaseException) -> str:
-    msg = first_line(exc)
+    # torch.onnx wraps the real cause (an unsupported op, a data-dependent branch) in a generic error.
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    msg = re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))
     op = re.search(r"(aten::\w+|aten\.\w+(?:\.\w+)?)", str(exc))
     hint = f"the op {op.group(1)} has no {what} conversion; " if op else ""
     return (f"PyTorch → {what} export failed: {hint}{msg}; rewrite that part of forward() with supported ops "
