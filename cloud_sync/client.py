@@ -16,7 +16,6 @@ import json
 import logging
 import mimetypes
 import os
-import socket
 import ssl
 import time
 import urllib.parse
@@ -137,7 +136,7 @@ class CloudClient:
                 conn.request(method, self._path(path, query), body=body, headers=h)
             conn.sock.settimeout(dl.left())
             resp = conn.getresponse()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             conn.close()
             raise DeadlineExceeded(f"{method} {path}: no answer within the deadline") from exc
         except DeadlineExceeded:
@@ -158,7 +157,7 @@ class CloudClient:
                 if not chunk:
                     return
                 yield chunk
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise DeadlineExceeded("timed out while reading the answer") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise TransportError(f"connection broke while reading the answer: {exc}") from exc
@@ -317,7 +316,8 @@ class CloudClient:
         tensors, blobs = [], []
         for name, value in inputs.items():
             arr = np.ascontiguousarray(value)
-            t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": _DATATYPES.get(arr.dtype.name, "BYTES")}
+            datatype = _DATATYPES.get(arr.dtype.name, "BYTES")
+            t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype}
             if binary:
                 t["parameters"] = {"binary_data_size": arr.nbytes}
                 blobs.append(arr.tobytes())

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,7 +43,6 @@ from ._devices import DeviceRegistry
 from ._errors import (
     BadRequestError,
     ForbiddenError,
-    NotFoundError,
     RangeNotSatisfiableError,
     ServiceError,
     StorageError,
@@ -271,7 +271,7 @@ def create_app_from_env() -> FastAPI:
 
 
 def _registry_routes(app: FastAPI) -> None:
-    tag = ["registry"]
+    tag: list[str | Enum] = ["registry"]
 
     @app.post("/api/v1/models", status_code=201, tags=tag, response_model=S.VersionOut,
               responses={**ERRORS, 409: {"model": S.ErrorBody}, 413: {"model": S.ErrorBody},
@@ -371,7 +371,7 @@ def _registry_routes(app: FastAPI) -> None:
 
 
 def _device_routes(app: FastAPI) -> None:
-    tag = ["devices"]
+    tag: list[str | Enum] = ["devices"]
 
     @app.post("/api/v1/devices", status_code=201, tags=tag, response_model=S.DeviceCreated,
               responses={**ERRORS, 409: {"model": S.ErrorBody}})
@@ -432,7 +432,7 @@ def _device_routes(app: FastAPI) -> None:
 
 
 def _inference_routes(app: FastAPI) -> None:
-    tag = ["inference (Open Inference Protocol v2)"]
+    tag: list[str | Enum] = ["inference (Open Inference Protocol v2)"]
 
     @app.get("/v2", tags=tag)
     def server_metadata() -> dict[str, Any]:
@@ -483,8 +483,8 @@ def _inference_routes(app: FastAPI) -> None:
         lm = await _svc(request).models.get(name)
         return {"name": lm.name, "version": str(lm.version), "ready": True}
 
-    infer_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": S.InferRequestBody.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+    infer_schema = S.InferRequestBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    infer_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": infer_schema}}}}
 
     async def _infer(request: Request, name: str, version: int | None) -> Response:
         svc = _svc(request)

@@ -34,7 +34,8 @@ class DeviceRegistry:
         """Create a device; return its record and its token (the only time the token exists in clear)."""
         did = device_id or f"dev-{secrets.token_hex(6)}"
         if not _ID_RE.match(did):
-            raise UnprocessableError(f"device id {did!r} is not allowed: use letters, digits, _ . -", code="bad_device_id")
+            raise UnprocessableError(f"device id {did!r} is not allowed: use letters, digits, _ . -",
+                                     code="bad_device_id")
         token = new_device_token()
         now = utcnow()
         try:

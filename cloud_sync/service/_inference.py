@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from edge_runtime import BundleError, EdgeError, Model, open_bundle
@@ -246,7 +247,8 @@ class ModelManager:
             # Verified again here: the object store is not trusted more than the uploader was.
             bundle = open_bundle(archive, pubkey=self.trusted_keys or None, extract_to=workdir / "bundle")
             archive.unlink()
-            threads = self.settings.inference_threads or max(1, (os.cpu_count() or 1) // self.settings.inference_workers)
+            s = self.settings
+            threads = s.inference_threads or max(1, (os.cpu_count() or 1) // s.inference_workers)
             model = Model.load(bundle, threads=threads)
             backends = [model.backend]
             opts = BackendOptions(threads=threads, inputs=tuple(bundle.manifest.inputs),

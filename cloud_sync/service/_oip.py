@@ -22,6 +22,7 @@ from ._errors import BadRequestError
 __all__ = ["DATATYPES", "InferRequest", "datatype_of", "encode_outputs", "json_dumps", "json_loads",
            "parse_infer_request"]
 
+_orjson: Any
 try:  # orjson parses the large number arrays of image tensors several times faster
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
@@ -214,7 +215,8 @@ def _check_shape(shape: list[int], spec: TensorSpec) -> None:
                                   code="bad_shape")
 
 
-def encode_outputs(outputs: list[np.ndarray], specs: list[TensorSpec], wanted: list[str] | None) -> list[dict[str, Any]]:
+def encode_outputs(outputs: list[np.ndarray], specs: list[TensorSpec],
+                   wanted: list[str] | None) -> list[dict[str, Any]]:
     names = [s.name for s in specs]
     if wanted is not None:
         unknown = [w for w in wanted if w not in names]

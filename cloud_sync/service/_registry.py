@@ -269,7 +269,7 @@ class Registry:
                     .order_by(channel_events.c.id.desc()).limit(50)).all()
                 if not rows:
                     self._raise_unknown(conn, name, channel)
-                top_id, top_version = rows[0]
+                top_version = rows[0][1]
                 previous = next((int(v) for _, v in rows[1:] if v != top_version), None)
                 if previous is None:
                     raise ConflictError(f"channel {channel!r} of {name} has no earlier version to roll back to",

@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 import edge_runtime
+from cloud_sync.service import ServiceSettings
 from edge_runtime import generate_keypair, load_private_key, load_public_key
+
+MakeSigned = Callable[..., Path]
+NewDatabase = Callable[[], str]
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MODEL = DATA / "models" / "mobilenet_v2_1.0_224_quant.tflite"
@@ -85,20 +89,20 @@ def make_signed(tmp_path_factory: pytest.TempPathFactory, keys: Keys, labels: li
 @dataclass
 class Running:
     url: str
-    settings: object
+    settings: ServiceSettings
     server: object
     thread: threading.Thread
 
 
 @contextlib.contextmanager
-def run_service(settings: object, *, log_level: str = "warning") -> Iterator[Running]:
+def run_service(settings: ServiceSettings, *, log_level: str = "warning") -> Iterator[Running]:
     """The real app under a real uvicorn server on a free port, in a thread."""
     import httpx
     import uvicorn
 
     from cloud_sync.service import create_app
 
-    app = create_app(settings)  # type: ignore[arg-type]
+    app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config)
@@ -124,7 +128,8 @@ def run_service(settings: object, *, log_level: str = "warning") -> Iterator[Run
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
 def _pg_bin(name: str) -> str:
-    for cand in (shutil.which(name), f"/usr/local/bin/{name}", *sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))):
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    for cand in (shutil.which(name), f"/usr/local/bin/{name}", *found):
         if cand and Path(cand).exists():
             return str(cand)
     raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install -y postgresql)")

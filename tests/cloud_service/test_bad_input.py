@@ -19,7 +19,7 @@ from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
 from edge_runtime import load_private_key, pack_bundle, sign_bundle
 
-from .conftest import ADMIN_TOKEN, DATA, Keys, Running, run_service
+from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, run_service
 
 
 class _Collect(logging.Handler):
@@ -48,7 +48,7 @@ def logs(service: Running) -> Iterator[_Collect]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys, make_signed) -> Iterator[Running]:
+def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys, make_signed: MakeSigned) -> Iterator[Running]:
     d = tmp_path_factory.mktemp("svc-bad")
     settings = ServiceSettings(data_dir=d, admin_token=ADMIN_TOKEN, trusted_keys=[keys.public],
                                max_upload_bytes=4 * 1024 * 1024, max_image_bytes=1024 * 1024,
@@ -106,7 +106,7 @@ def test_upload_with_path_escaping_entries(service: Running, tmp_path: Path) -> 
     assert not (Path(service.settings.data_dir).parent / "evil.txt").exists()
 
 
-def test_upload_unsigned_tampered_or_foreign_bundles(service: Running, make_signed, other_keys: Keys,
+def test_upload_unsigned_tampered_or_foreign_bundles(service: Running, make_signed: MakeSigned, other_keys: Keys,
                                                      tmp_path: Path) -> None:
     # unsigned: the same bundle with manifest.sig removed
     src = tmp_path / "src"
@@ -136,7 +136,7 @@ def test_upload_unsigned_tampered_or_foreign_bundles(service: Running, make_sign
     _err(_upload(service.url, (tmp_path / "tampered2.tar.gz").read_bytes()), 422, "bad_signature")
 
 
-def test_upload_garbage_and_wrong_content_type(service: Running, make_signed) -> None:
+def test_upload_garbage_and_wrong_content_type(service: Running, make_signed: MakeSigned) -> None:
     _err(_upload(service.url, b"this is not a gzip file"), 422, "bad_bundle")
     _err(_upload(service.url, zlib.compress(b"x" * 100)), 422, "bad_bundle")
     _err(_upload(service.url, _tar({"hello.txt": b"hi"})), 422, "bad_manifest")
@@ -166,7 +166,8 @@ def _infer(url: str, body: object, name: str = "mobilenet_v2", raw: bytes | None
 
 def _tensor(shape: list[int], datatype: str = "UINT8", data: list | None = None, name: str = "input") -> dict:
     n = int(np.prod(shape))
-    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data if data is not None else [0] * n}]}
+    values = data if data is not None else [0] * n
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": values}]}
 
 
 def test_inference_bad_tensors(service: Running) -> None:
@@ -188,7 +189,8 @@ def test_inference_bad_tensors(service: Running) -> None:
     _err(_infer(url, _tensor([1, 224, 224, 3]), ctype="text/plain"), 415)
     _err(_infer(url, None, raw=b"x" * (3 * 1024 * 1024)), 413)
     # binary extension with sizes that do not add up
-    head = b'{"inputs":[{"name":"input","shape":[1,224,224,3],"datatype":"UINT8","parameters":{"binary_data_size":10}}]}'
+    head = (b'{"inputs":[{"name":"input","shape":[1,224,224,3],"datatype":"UINT8",'
+            b'"parameters":{"binary_data_size":10}}]}')
     _err(_infer(url, None, raw=head + b"\0" * 10, ctype="application/octet-stream",
                 headers={"Inference-Header-Content-Length": str(len(head))}), 400, "bad_shape")
     _err(_infer(url, None, raw=head, ctype="application/octet-stream",

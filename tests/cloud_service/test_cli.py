@@ -16,7 +16,7 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 
-from .conftest import ADMIN_TOKEN, Keys, Running, free_port, run_service
+from .conftest import ADMIN_TOKEN, Keys, MakeSigned, Running, free_port, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Ru
         yield running
 
 
-def test_publish_list_promote_rollback(service: Running, make_signed, tmp_path: Path) -> None:
+def test_publish_list_promote_rollback(service: Running, make_signed: MakeSigned, tmp_path: Path) -> None:
     url = service.url
     r = edge("publish", str(make_signed(1)), "--registry", url, "--channel", "stable")
     assert r.returncode == 0, r.stderr
@@ -67,7 +67,7 @@ def test_publish_list_promote_rollback(service: Running, make_signed, tmp_path: 
     assert "Traceback" not in r.stderr
 
 
-def test_cli_errors_are_one_line(service: Running, make_signed, tmp_path: Path) -> None:
+def test_cli_errors_are_one_line(service: Running, make_signed: MakeSigned, tmp_path: Path) -> None:
     r = edge("publish", str(make_signed(3)), "--registry", service.url, token="wrong")
     assert r.returncode == 1 and "HTTP 401" in r.stderr and "Traceback" not in r.stderr
     assert "wrong" not in r.stderr
@@ -83,7 +83,7 @@ def test_cli_errors_are_one_line(service: Running, make_signed, tmp_path: Path) 
     assert r.returncode != 0 and "not signed" in r.stderr
 
 
-def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed) -> None:
+def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed: MakeSigned) -> None:
     port = free_port()
     cfg = tmp_path / "cloud.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
@@ -106,5 +106,5 @@ def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed)
         assert any((tmp_path / "data" / "bundles").rglob("*.tar.gz"))
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     assert "dashboard /" in err

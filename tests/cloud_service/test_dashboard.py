@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -24,7 +25,7 @@ from cloud_sync.ingest import IngestConfig, Ingester
 from cloud_sync.service import ServiceSettings
 from edge_runtime.telemetry import MqttConfig
 
-from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, Running, run_service
+from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -56,7 +57,7 @@ def _metrics(now: datetime) -> list[dict]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys: Keys, make_signed,
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys: Keys, make_signed: MakeSigned,
           mosquitto: tuple[str, int]) -> Iterator[Running]:
     host, port = mosquitto
     d = tmp_path_factory.mktemp(f"svc-dash-{request.param}")
@@ -150,7 +151,7 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_dashboard_page_shows_the_fleet(fleet: Running, browser) -> None:
+def test_dashboard_page_shows_the_fleet(fleet: Running, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -193,13 +194,13 @@ def test_dashboard_page_shows_the_fleet(fleet: Running, browser) -> None:
     buckets = "const s = document.querySelector('#labels svg'); return s ? Number(s.dataset.buckets) : 0;"
     WebDriverWait(b, 20).until(lambda d: d.execute_script(buckets) >= 4)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"dashboard-{fleet.settings.database_url and 'postgresql' or 'sqlite'}.png"
+    shot = ARTIFACTS / f"dashboard-{(fleet.settings.database_url and 'postgresql') or 'sqlite'}.png"
     b.set_window_size(1280, 1400)
     b.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
 
-def test_dashboard_page_without_token_asks_for_it(fleet: Running, browser) -> None:
+def test_dashboard_page_without_token_asks_for_it(fleet: Running, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

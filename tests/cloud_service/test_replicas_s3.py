@@ -14,7 +14,7 @@ from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings, StorageError
 from cloud_sync.service._storage import S3Store
 
-from .conftest import ADMIN_TOKEN, DATA, Keys, make_bucket, run_service
+from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, NewDatabase, make_bucket, run_service
 
 
 def _settings(tmp: Path, db: str, endpoint: str, bucket: str, keys: Keys) -> ServiceSettings:
@@ -23,7 +23,8 @@ def _settings(tmp: Path, db: str, endpoint: str, bucket: str, keys: Keys) -> Ser
                            admin_token=ADMIN_TOKEN, trusted_keys=[keys.public])
 
 
-def test_two_replicas_share_everything(tmp_path: Path, keys: Keys, make_signed, postgres, s3_endpoint: str) -> None:
+def test_two_replicas_share_everything(tmp_path: Path, keys: Keys, make_signed: MakeSigned,
+                                     postgres: NewDatabase, s3_endpoint: str) -> None:
     db = postgres()
     make_bucket(s3_endpoint, "bundles-a")
     with run_service(_settings(tmp_path / "a", db, s3_endpoint, "bundles-a", keys)) as a, \

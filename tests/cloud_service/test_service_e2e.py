@@ -16,7 +16,7 @@ import edge_runtime
 from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings
 
-from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, Running, run_service
+from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -30,12 +30,12 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def published(service: Running, make_signed) -> dict:
+def published(service: Running, make_signed: MakeSigned) -> dict:
     admin = CloudClient(service.url, ADMIN_TOKEN, timeout=60)
     return admin.publish(make_signed(1), channel="stable")
 
 
-def test_publish_lists_the_verified_version(service: Running, published: dict, make_signed) -> None:
+def test_publish_lists_the_verified_version(service: Running, published: dict, make_signed: MakeSigned) -> None:
     archive = make_signed(1)
     assert published["version"] == 1
     assert published["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -48,7 +48,8 @@ def test_publish_lists_the_verified_version(service: Running, published: dict, m
     assert e.value.status == 409 and e.value.code == "version_exists"
 
 
-def test_download_resumes_with_range_and_etag(service: Running, published: dict, make_signed, tmp_path: Path) -> None:
+def test_download_resumes_with_range_and_etag(service: Running, published: dict, make_signed: MakeSigned,
+                                              tmp_path: Path) -> None:
     full = make_signed(1).read_bytes()
     url = service.url + published["url"]
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -82,7 +83,7 @@ def test_download_resumes_with_range_and_etag(service: Running, published: dict,
     assert b.manifest.name == "mobilenet_v2"
 
 
-def test_client_resume_continues_a_partial_file(service: Running, published: dict, make_signed,
+def test_client_resume_continues_a_partial_file(service: Running, published: dict, make_signed: MakeSigned,
                                                  tmp_path: Path) -> None:
     full = make_signed(1).read_bytes()
     dest = tmp_path / "r.tar.gz"
@@ -98,7 +99,7 @@ def test_client_resume_continues_a_partial_file(service: Running, published: dic
     assert not (tmp_path / "x.tar.gz").exists()
 
 
-def test_classify_matches_the_device_runtime(service: Running, published: dict, make_signed) -> None:
+def test_classify_matches_the_device_runtime(service: Running, published: dict, make_signed: MakeSigned) -> None:
     device_model = edge_runtime.Model.load(make_signed(1), threads=2)
     client = CloudClient(service.url, ADMIN_TOKEN, timeout=60)
     for image, label in IMAGES.items():
@@ -112,7 +113,8 @@ def test_classify_matches_the_device_runtime(service: Running, published: dict, 
     device_model.close()
 
 
-def test_infer_json_and_binary_agree_with_the_backend(service: Running, published: dict, make_signed) -> None:
+def test_infer_json_and_binary_agree_with_the_backend(service: Running, published: dict,
+                                                      make_signed: MakeSigned) -> None:
     model = edge_runtime.Model.load(make_signed(1), threads=2)
     x = model.preprocess(edge_runtime.load_image(DATA / "images" / "grace_hopper.png"))[0]
     want = model.infer([x])[0]
@@ -178,7 +180,7 @@ def test_devices_tokens_and_update_check(service: Running, published: dict) -> N
     assert e.value.status == 401 and e.value.code == "revoked"
 
 
-def test_channels_promote_and_rollback(service: Running, published: dict, make_signed) -> None:
+def test_channels_promote_and_rollback(service: Running, published: dict, make_signed: MakeSigned) -> None:
     admin = CloudClient(service.url, ADMIN_TOKEN, timeout=60)
     admin.publish(make_signed(2), channel="beta")
     admin.publish(make_signed(3))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
 
-from .conftest import ADMIN_TOKEN, Keys, run_service
+from .conftest import ADMIN_TOKEN, Keys, MakeSigned, run_service
 
 
 def _drain(q: queue.Queue, want: int, timeout: float = 20) -> list[tuple[str, dict]]:
@@ -31,7 +32,7 @@ def _drain(q: queue.Queue, want: int, timeout: float = 20) -> list[tuple[str, di
     return got
 
 
-def test_update_notices_reach_the_channel_devices(tmp_path, keys: Keys, make_signed,
+def test_update_notices_reach_the_channel_devices(tmp_path: Path, keys: Keys, make_signed: MakeSigned,
                                                   mosquitto: tuple[str, int]) -> None:
     host, port = mosquitto
     q: queue.Queue = queue.Queue()
@@ -78,7 +79,7 @@ def test_update_notices_reach_the_channel_devices(tmp_path, keys: Keys, make_sig
         sub.disconnect()
 
 
-def test_notices_are_retained_for_devices_that_were_offline(tmp_path, keys: Keys, make_signed,
+def test_notices_are_retained_for_devices_that_were_offline(tmp_path: Path, keys: Keys, make_signed: MakeSigned,
                                                             mosquitto: tuple[str, int]) -> None:
     host, port = mosquitto
     settings = ServiceSettings(data_dir=tmp_path, admin_token=ADMIN_TOKEN, trusted_keys=[keys.public],
