@@ -140,7 +140,13 @@ def test_concurrent_classify_calls_are_batched_and_all_correct(service: Running,
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda img: client.classify(DATA / "images" / img, "mobilenet_v2"), jobs))
     assert [r["top_k"][0]["label"] for r in results] == [IMAGES[i] for i in jobs]
-    metrics = httpx.get(service.url + "/metrics").text
+    r = httpx.get(service.url + "/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    metrics = r.text
+    # labelled by route template, so label values stay bounded whatever the paths
+    assert 'edge_http_requests_total{method="POST",route="/v2/models/{name}/classify",status="200"}' in metrics
+    assert "# TYPE edge_http_request_duration_seconds histogram" in metrics
+    assert 'edge_inference_items_total{model="mobilenet_v2"}' in metrics
     # every item went through the batcher (counted in the batch size histogram)
     count = [ln for ln in metrics.splitlines() if ln.startswith("edge_inference_batch_size_count")]
     assert count and float(count[0].split()[-1]) >= 1
