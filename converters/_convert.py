@@ -127,7 +127,7 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
         if task == "regression":
             values = _numeric_targets(eval_set)
         else:
-            targets = resolve_targets(eval_set, labels or [], by_value=src.class_values)
+            targets = resolve_targets(eval_set, labels or [], n_classes=n_classes, by_value=src.class_values)
     calib_tensors = _calibration_tensors(calib, preprocess, spec, opts) if calib is not None else []
 
     variants: list[_Variant] = []

@@ -222,7 +222,8 @@ def fit_labels(labels: list[str], n_classes: int | None, origin: str) -> list[st
                         "give a labels file with one line per output class")
 
 
-def resolve_targets(data: InputSet, labels: Sequence[str], *, by_value: Sequence[str] | None = None) -> np.ndarray:
+def resolve_targets(data: InputSet, labels: Sequence[str], *, n_classes: int | None = None,
+                    by_value: Sequence[str] | None = None) -> np.ndarray:
     """Class indices for a labelled set; an error names the labels the model does not know.
 
     Integer labels in arrays are class indices, unless ``by_value`` (e.g. scikit-learn's
@@ -230,6 +231,7 @@ def resolve_targets(data: InputSet, labels: Sequence[str], *, by_value: Sequence
     """
     names = list(by_value) if by_value is not None else list(labels)
     index = {n: i for i, n in enumerate(names)}
+    count = n_classes if n_classes and n_classes > 0 else len(labels)
     out: list[int] = []
     unknown: list[str] = []
     for s in data.samples:
@@ -237,7 +239,7 @@ def resolve_targets(data: InputSet, labels: Sequence[str], *, by_value: Sequence
         if lab is None:
             raise EvalDataError(f"{data.source}: some inputs have no label")
         if isinstance(lab, int) and by_value is None:
-            if not 0 <= lab < len(labels):
+            if not 0 <= lab < count:
                 unknown.append(str(lab))
                 continue
             out.append(lab)
@@ -247,12 +249,12 @@ def resolve_targets(data: InputSet, labels: Sequence[str], *, by_value: Sequence
             unknown.append(str(lab))
     if unknown:
         shown = sorted(set(unknown))[:8]
-        known = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-        if not names:
+        known = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "") if names else f"ids 0..{count - 1}"
+        if not names and any(not isinstance(s.label, int) for s in data.samples):
             raise EvalDataError(f"{data.source}: the eval set is labelled but the model has no labels; "
                                 "pass --labels FILE with one class name a line")
         raise EvalDataError(
-            f"{data.source}: eval labels {shown} are not classes of the model ({len(names)} classes: {known}); "
+            f"{data.source}: eval labels {shown} are not classes of the model ({count} classes: {known}); "
             "name the eval folders (or y values) after the model's labels, or pass the matching --labels file")
     return np.asarray(out, dtype=np.int64)
 
