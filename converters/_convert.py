@@ -90,7 +90,9 @@ def _convert(location: str, out: Path, opts: ConvertOptions) -> Report:
     measure = resolve_measurement(opts.to, profile=opts.profile, backend=opts.backend, threads=opts.threads)
     # Data is read (and rejected) before the slow export, so a typo costs seconds, not minutes.
     calib = load_calibration(opts.calibration, limit=opts.max_calibration) if opts.calibration else None
-    if "int8" in opts.quantize and calib is None:
+    if opts.quantize == ["none", "int8"] and calib is None:
+        # Asked for int8 alone: say so now. With several modes, int8 may not apply to the model at all
+        # (a tree ensemble), so the quantizer decides.
         raise CalibrationError("int8 quantization needs calibration data: pass --calibration DIR_OR_NPY (a "
                                "directory of representative images, or a .npy of model inputs)")
     eval_set = load_eval(opts.eval) if opts.eval is not None else None

@@ -112,12 +112,12 @@ class OnnxQuantizer(Quantizer):
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        if not calibration:
-            raise CalibrationError("int8 quantization needs calibration data: pass --calibration DIR_OR_NPY")
         ops = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}
         if not ops & set(_STATIC_OPS):
             raise NotApplicable("no Conv, MatMul or Gemm to quantize (e.g. a tree ensemble or a linear model "
                                 "exported as ai.onnx.ml ops, which stay exact in float)")
+        if not calibration:
+            raise CalibrationError("int8 quantization needs calibration data: pass --calibration DIR_OR_NPY")
         notes: list[str] = []
         pre = out.with_name(out.stem + ".pre.onnx")
         # Symbolic shape inference is for symbolic (dynamic) dimensions; static graphs skip it.

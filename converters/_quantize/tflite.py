@@ -85,6 +85,9 @@ def _signature(path: Path) -> tuple[str, str, Any]:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
+    details = it.get_input_details()
+    if details and details[0]["dtype"] != np.float32:
+        raise NotApplicable(f"the model's input is {np.dtype(details[0]['dtype']).name}, so it is already quantized")
     sigs = it.get_signature_list()
     if not sigs:
         raise QuantizationError(f"{path}: the TFLite model has no signature, which ai-edge-quantizer needs; "

@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime import Preprocess
 
 from .._deps import quiet, require
-from .._errors import QuantizationError, ShapeError, SourceLoadError, UnsupportedModelError
+from .._errors import CalibrationError, QuantizationError, ShapeError, SourceLoadError, UnsupportedModelError
 from .._ort import first_line
 from ._base import Source, dist_version
 
@@ -154,6 +154,8 @@ class KerasSource(Source):
         if mode == "fp16":
             conv.target_spec.supported_types = [tf.float16]
         elif mode == "int8":
+            if not calibration:
+                raise CalibrationError("int8 quantization needs calibration data: pass --calibration DIR_OR_NPY")
             samples = [np.asarray(c, dtype=np.float32) for c in calibration]
 
             def representative() -> Iterator[list[np.ndarray]]:
