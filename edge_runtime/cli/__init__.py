@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edge_runtime.cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
     "convert": ("converters._cli:convert_cmd", "Convert and quantize a model, measure each variant, recommend one."),
     "profiles": ("device_profiles._cli:profiles_group", "List, show and detect device profiles."),
+    "agent": ("edge_runtime.cli._agent:agent_group", "Run the device agent (hybrid routing, telemetry, signed updates)."),  # noqa: E501
     "pi": ("edge_runtime.cli._pi:pi_group", "Prepare a Raspberry Pi SD image, flash it, or install onto a running Pi."),
     "outbox": ("edge_runtime.cli._outbox:outbox_group", "Inspect or purge the telemetry outbox."),
     "cloud": ("cloud_sync.cli:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),

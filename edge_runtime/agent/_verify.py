@@ -1,0 +1,163 @@
+"""The rules a bundle must pass before the device runs it, and the health check.
+
+Startup and updates share these functions, so a bundle is judged the same way whether it arrives
+from the registry, is found on disk after a restart, or is installed by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._bundle import Bundle, open_bundle
+from .._errors import BundleError, EdgeError, IntegrityError, SignatureError, UnsafeArchiveError
+from .._manifest import Manifest
+from .._model import Model, Prediction
+from .._signing import PublicKey
+from ._errors import UpdateRefused
+
+__all__ = ["ModelOptions", "check_rules", "health_check", "load_model", "prediction_ok", "verify_bundle"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+#: manifest.metrics key mapping a sample file to the top-1 label it must give (optional)
+EXPECTED_KEY = "sample_top1"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How models are loaded on this device (from agent.toml's [model])."""
+
+    backend: str | None = None
+    threads: int | None = None
+    profile: str | None = None
+    top_k: int | None = None
+
+
+def verify_bundle(path: Path, keys: Sequence[PublicKey], *, extract_to: Path | None = None) -> Bundle:
+    """Open ``path`` checking every hash and, when keys are pinned, the signature.
+
+    Bundle errors become :class:`UpdateRefused` with reason ``signature`` or ``integrity``.
+    """
+    try:
+        return open_bundle(path, pubkey=list(keys) or None, extract_to=extract_to)
+    except SignatureError as exc:
+        raise UpdateRefused("signature", str(exc)) from exc
+    except (IntegrityError, UnsafeArchiveError) as exc:
+        raise UpdateRefused("integrity", str(exc)) from exc
+    except BundleError as exc:
+        raise UpdateRefused("integrity", str(exc)) from exc
+
+
+def parse_expiry(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UpdateRefused("expired", f"manifest expires {value!r} is not an ISO 8601 time") from exc
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def check_rules(manifest: Manifest, *, highest: int, bad: dict[int, str], expected_name: str | None,
+                expected_version: int | None = None, require_expiry: bool = True, grace_s: float = 0.0,
+                now: datetime | None = None) -> None:
+    """TUF's client rules for one bundle: right model, announced version, newer than anything ever
+    accepted (no rollback attack), not known bad, not expired (no freeze attack)."""
+    v = manifest.version
+    if expected_name is not None and manifest.name != expected_name:
+        raise UpdateRefused("wrong-model", f"bundle is model {manifest.name!r}, this device runs {expected_name!r}",
+                            version=v)
+    if expected_version is not None and v != expected_version:
+        raise UpdateRefused("wrong-model", f"the registry announced version {expected_version}, the signed "
+                            f"manifest says {v}", version=v)
+    if v in bad:
+        raise UpdateRefused("bad-version", f"version {v} was refused before ({bad[v]}); publish a new version",
+                            version=v)
+    if v <= highest:
+        raise UpdateRefused("downgrade", f"version {v} is not newer than version {highest}, the highest ever "
+                            "accepted", version=v)
+    if manifest.expires is None:
+        if require_expiry:
+            raise UpdateRefused("expired", f"version {v} has no expiry date (updates.require_expiry is on; "
+                                "build bundles with expires=...)", version=v)
+        return
+    exp = parse_expiry(manifest.expires)
+    t = now or datetime.now(UTC)
+    if t > exp + timedelta(seconds=grace_s):
+        raise UpdateRefused("expired", f"version {v} expired at {manifest.expires}", version=v)
+
+
+def load_model(bundle: Bundle, opts: ModelOptions) -> Model:
+    model = Model.load(bundle, backend=opts.backend, threads=opts.threads, profile=opts.profile)
+    if opts.top_k is not None:
+        model.top_k = opts.top_k
+    return model
+
+
+def prediction_ok(pred: Prediction) -> bool:
+    """A sane answer: finite numbers, and at least one label for a classifier."""
+    if pred.values is not None:
+        return bool(pred.values) and all(math.isfinite(v) for v in pred.values)
+    if pred.scores is not None and not bool(np.all(np.isfinite(pred.scores))):
+        return False
+    top = pred.top_k or []
+    return bool(top) and all(math.isfinite(s) for _, s in top)
+
+
+def _load_sample(path: Path) -> Any:
+    from .._imaging import load_image
+
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return load_image(path)
+    if suffix == ".npy":
+        try:
+            # allow_pickle=False: a bundle must never make us unpickle anything
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UpdateRefused("health", f"sample {path.name}: not a readable .npy array ({exc})") from exc
+    raise UpdateRefused("health", f"sample {path.name}: unknown sample type {suffix!r} (use an image or .npy)")
+
+
+def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = True) -> Model:
+    """Load the bundle and run it on its own sample inputs; return the loaded model if all is sane.
+
+    Sane: every sample predicts without error, with finite outputs and (classifiers) a label; where
+    the manifest's ``metrics.sample_top1`` names the expected label of a sample, it must be that.
+    """
+    m = bundle.manifest
+    if not m.samples and require_samples:
+        raise UpdateRefused("health", f"version {m.version} has no sample inputs to check it with "
+                            "(updates.require_samples is on; build bundles with samples=[...])", version=m.version)
+    try:
+        model = load_model(bundle, opts)
+    except EdgeError as exc:
+        raise UpdateRefused("health", f"version {m.version} does not load: {exc}", version=m.version) from exc
+    declared = m.metrics.get(EXPECTED_KEY)
+    expected: dict[str, Any] = declared if isinstance(declared, dict) else {}
+    try:
+        for name in m.samples:
+            x = _load_sample(bundle.file(name))
+            try:
+                pred = model.predict(x)
+            except EdgeError as exc:
+                raise UpdateRefused("health", f"version {m.version} fails on its sample {name}: {exc}",
+                                    version=m.version) from exc
+            if not prediction_ok(pred):
+                raise UpdateRefused("health", f"version {m.version} gives an insane answer on its sample {name} "
+                                    f"(non-finite or empty output)", version=m.version)
+            want = expected.get(name)
+            if want is not None and pred.label != want:
+                raise UpdateRefused("health", f"version {m.version} answers {pred.label!r} on its sample {name}, "
+                                    f"its manifest expects {want!r}", version=m.version)
+    except BaseException:
+        model.close()
+        raise
+    return model

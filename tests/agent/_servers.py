@@ -1,0 +1,277 @@
+"""Real servers for the agent tests: Mosquitto, the cloud service under uvicorn (a subprocess, so a
+test can SIGKILL it and start it again on the same port), and a small TCP proxy that puts latency,
+resets, black holes and a bandwidth limit between the agent and the service.
+
+Waits poll a condition with a bounded timeout; nothing relies on a fixed sleep to be correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+ADMIN_TOKEN = "agent-tests-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    if cond():
+        return
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def env_with_project() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("WATCHDOG_USEC", None)
+    return env
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(lambda: port_open(self.port) or self.proc is None or self.proc.poll() is not None, 15, "mosquitto")
+        if self.proc.poll() is not None:
+            raise RuntimeError("mosquitto exited: " + (self.workdir / "mosquitto.log").read_text()[-2000:])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class CloudService:
+    """``uvicorn --factory cloud_sync.service:create_app_from_env`` on a fixed port, restartable."""
+
+    def __init__(self, data_dir: Path, trusted_keys: list[Path], *, mqtt_port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        settings: dict[str, object] = {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN,
+                                       "trusted_keys": [str(k) for k in trusted_keys], "max_batch_wait_ms": 1}
+        if mqtt_port is not None:
+            settings.update(mqtt_host="127.0.0.1", mqtt_port=mqtt_port)
+        self.env = env_with_project()
+        self.env["EDGE_SERVICE_SETTINGS_JSON"] = json.dumps(settings)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> CloudService:
+        log = (self.data_dir.parent / f"service-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "cloud_sync.service:create_app_from_env",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent)
+        log.close()
+        self.starts += 1
+        wait_for(self._live, 60, f"the cloud service on port {self.port}", interval=0.05)
+        return self
+
+    def _live(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the cloud service exited with {self.proc.returncode}")
+        try:
+            with urllib.request.urlopen(self.url + "/v2/health/live", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the service vanishes mid-whatever, as a crashed host would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+        wait_for(lambda: not port_open(self.port), 10, "the killed service's port to close")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to the service, misbehaving as told. ``mode`` applies to each new
+    connection: ``pass``, ``delay`` (hold the connection ``delay_s`` before forwarding), ``reset``
+    (answer with a TCP RST), ``blackhole`` (accept, read, never answer). ``rate`` (bytes/s) limits
+    the answers' bandwidth."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode = "pass"
+        self.delay_s = 0.0
+        self.rate: float | None = None
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+        self._closing = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set(self, mode: str, *, delay_s: float = 0.0) -> None:
+        self.mode, self.delay_s = mode, delay_s
+
+    def _track(self, s: socket.socket) -> None:
+        with self._lock:
+            self._conns.append(s)
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._track(conn)
+            threading.Thread(target=self._handle, args=(conn, self.mode, self.delay_s), daemon=True).start()
+
+    def _handle(self, conn: socket.socket, mode: str, delay_s: float) -> None:
+        try:
+            if mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                return
+            if mode == "blackhole":
+                with contextlib.suppress(OSError):
+                    while conn.recv(65536):
+                        pass
+                conn.close()
+                return
+            if mode == "delay" and self._closing.wait(delay_s):
+                conn.close()
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                conn.close()  # the service is down: the client sees the connection closed
+                return
+            self._track(up)
+            threading.Thread(target=self._pump, args=(conn, up, None), daemon=True).start()
+            self._pump(up, conn, self.rate)
+        except OSError:
+            conn.close()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: float | None) -> None:
+        try:
+            while True:
+                data = src.recv(16384)
+                if not data:
+                    break
+                if rate:
+                    time.sleep(len(data) / rate)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._sock.close()
+        with self._lock:
+            for c in self._conns:
+                with contextlib.suppress(OSError):
+                    c.close()
+
+
+def toml_dumps(data: dict[str, object]) -> str:
+    """Just enough TOML for agent.toml: scalars, lists of scalars, nested tables."""
+
+    def scalar(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (str, Path)):
+            return json.dumps(str(v))
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+    lines: list[str] = []
+
+    def table(d: dict[str, object], prefix: str) -> None:
+        subs = []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                subs.append((k, v))
+            elif v is not None:
+                lines.append(f"{k} = {scalar(v)}")
+        for k, v in subs:
+            name = f"{prefix}.{k}" if prefix else k
+            lines.append(f"\n[{name}]")
+            table(v, name)
+
+    table(data, "")
+    return "\n".join(lines) + "\n"
