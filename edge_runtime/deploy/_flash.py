@@ -53,6 +53,7 @@ class FlashResult:
 class _Target:
     path: Path
     size: int
+    """Size of a regular file; block devices are measured only once they pass the other checks."""
     block: bool
     devno: int | None
     disk_devno: int | None
@@ -130,7 +131,22 @@ def _disk_holders(system: FlashSystem, disk: int) -> set[int]:
     return out
 
 
-def _open_target(path: Path, system: FlashSystem) -> _Target:
+def _block_size(system: FlashSystem, path: Path, devno: int) -> int:
+    entry = _sys_entry(system, devno)
+    if entry is not None and (entry / "size").exists():
+        # sysfs counts 512-byte sectors whatever the device's real sector size.
+        return int((entry / "size").read_text().strip()) * 512
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise FlashError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def _examine(path: Path, system: FlashSystem) -> _Target:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
@@ -138,15 +154,7 @@ def _open_target(path: Path, system: FlashSystem) -> _Target:
     except OSError as exc:
         raise FlashError(f"{path}: cannot examine: {exc.strerror or exc}") from exc
     if stat.S_ISBLK(st.st_mode):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise FlashError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-        try:
-            size = os.lseek(fd, 0, os.SEEK_END)
-        finally:
-            os.close(fd)
-        return _Target(path, size, True, st.st_rdev, _disk_of(system, st.st_rdev))
+        return _Target(path, -1, True, st.st_rdev, _disk_of(system, st.st_rdev))
     if stat.S_ISREG(st.st_mode):
         return _Target(path, st.st_size, False, None, None)
     raise FlashRefusedError(f"{path}: is neither a block device nor a regular file")
@@ -167,31 +175,31 @@ def check_target(image: Path, device: Path, system: FlashSystem | None = None) -
     if image_size == 0:
         raise ImageError(f"{image}: is empty")
 
-    target = _open_target(device, system)
+    target = _examine(device, system)
     if os.path.samefile(image, device):
         raise FlashRefusedError(f"{device}: is the image itself")
     mounts = _read_mounts(system)
     if target.block:
         assert target.devno is not None and target.disk_devno is not None
         if target.disk_devno != target.devno:
-            raise FlashRefusedError(
-                f"{device}: is a partition; flash the whole disk it belongs to "
-                f"(device {os.major(target.disk_devno)}:{os.minor(target.disk_devno)})"
-            )
+            disk = _sys_entry(system, target.disk_devno)
+            major, minor = os.major(target.disk_devno), os.minor(target.disk_devno)
+            name = f"/dev/{disk.name}" if disk else f"device {major}:{minor}"
+            raise FlashRefusedError(f"{device}: is a partition; flash the whole disk it belongs to ({name})")
         holders = _disk_holders(system, target.disk_devno)
         if any(m.mountpoint == "/" and _mount_devnos(m) & holders for m in mounts):
             raise FlashRefusedError(f"{device}: holds the running system's root file system (/); refusing")
         busy = [m for m in mounts if _mount_devnos(m) & holders]
+        size = _block_size(system, device, target.devno) if not busy else 0
     else:
+        size = target.size
         real = os.path.realpath(device)
         busy = [m for m in mounts if m.source and os.path.realpath(m.source) == real]
     if busy:
         where = ", ".join(sorted({m.mountpoint for m in busy}))
         raise FlashRefusedError(f"{device}: is mounted (on {where}); unmount it first (umount)")
-    if target.size < image_size:
-        raise FlashRefusedError(
-            f"{device}: is smaller than the image ({target.size} bytes < {image_size} bytes)"
-        )
+    if size < image_size:
+        raise FlashRefusedError(f"{device}: is smaller than the image ({size} bytes < {image_size} bytes)")
     return image_size
 
 
