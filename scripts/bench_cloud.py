@@ -3,11 +3,12 @@
 concurrent clients on loopback, against the raw backend running the same inputs in-process.
 
 Prints a table and a JSON document. Every configuration runs the service in its own process
-(real uvicorn), measured right after a fresh raw-backend measurement, so the ratio compares
-figures taken under the same machine load.
+(real uvicorn). The raw backend and the service are measured in alternating short rounds
+(raw, service, raw, service, ...), so that both see the same machine load even on a shared
+machine whose load drifts; the ratio is total service throughput over total raw throughput.
 
-    python scripts/bench_cloud.py                # 16 clients, 10 s per configuration
-    python scripts/bench_cloud.py --seconds 20 --clients 16 --json-out bench.json
+    python scripts/bench_cloud.py                      # 16 clients, 5 rounds of 3 s each
+    python scripts/bench_cloud.py --rounds 10 --json-out bench.json
 """
 
 from __future__ import annotations
@@ -46,23 +47,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def raw_backend(bundle: Path, tensors: list[np.ndarray], seconds: float, threads: int) -> dict[str, float]:
+def raw_backend(backend: Any, tensors: list[np.ndarray], seconds: float) -> tuple[int, float, list[float]]:
     """The backend alone, in this process: the same model, inputs and threads, no HTTP."""
-    model = edge_runtime.Model.load(bundle, threads=threads)
-    be = model.backend
-    for t in tensors:
-        be.run([t])
     n, lat = 0, []
-    end = time.perf_counter() + seconds
     start = time.perf_counter()
+    end = start + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        be.run([tensors[n % len(tensors)]])
+        backend.run([tensors[n % len(tensors)]])
         lat.append(time.perf_counter() - t0)
         n += 1
-    elapsed = time.perf_counter() - start
-    model.close()
-    return {"throughput": n / elapsed, "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "requests": n}
+    return n, time.perf_counter() - start, lat
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -101,7 +96,7 @@ class Service:
 
 
 def load(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int, seconds: float,
-         warmup: float) -> dict[str, float]:
+         warmup: float) -> tuple[int, list[float], int]:
     """``clients`` threads, each with one keep-alive connection, sending pre-encoded requests
     back to back; only requests that start after the warm-up count."""
     host, port = url.split("//")[1].split(":")
@@ -143,8 +138,7 @@ def load(url: str, bodies: list[tuple[bytes, dict[str, str]]], clients: int, sec
     for t in threads:
         t.join()
     all_lat = [x for xs in lats for x in xs]
-    return {"throughput": len(all_lat) / seconds, "p50_ms": _pct(all_lat, 50), "p99_ms": _pct(all_lat, 99),
-            "requests": len(all_lat), "errors": sum(errors)}
+    return len(all_lat), all_lat, sum(errors)
 
 
 def encode(tensors: list[np.ndarray], binary: bool) -> list[tuple[bytes, dict[str, str]]]:
@@ -166,8 +160,9 @@ def encode(tensors: list[np.ndarray], binary: bool) -> list[tuple[bytes, dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating raw/service rounds per configuration")
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of one round")
+    ap.add_argument("--warmup", type=float, default=0.5, help="unmeasured start of each service round")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="backend threads (raw and service)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -185,25 +180,39 @@ def main() -> None:
 
     from cloud_sync.client import CloudClient
 
+    raw_model = edge_runtime.Model.load(bundle, threads=args.threads)
+    for tensor in tensors:
+        raw_model.backend.run([tensor])
     results: list[dict[str, Any]] = []
     configs = [(enc, batching) for enc in args.encodings.split(",") for batching in (True, False)]
     for n, (enc, batching) in enumerate(configs):
-        raw = raw_backend(bundle, tensors, min(args.seconds, 5.0), args.threads)
         env = {"EDGE_BATCHING": "true" if batching else "false", "EDGE_MAX_BATCH_SIZE": str(args.max_batch),
                "EDGE_MAX_BATCH_WAIT_MS": str(args.max_wait_ms)}
         svc = Service(work / f"svc{n}", pub, env, args.threads)
+        bodies = encode(tensors, enc == "binary")
+        raw_n, raw_t, svc_n, errors = 0, 0.0, 0, 0
+        raw_lat: list[float] = []
+        svc_lat: list[float] = []
         try:
             CloudClient(svc.url, TOKEN, timeout=120).publish(bundle, channel="stable")
-            res = load(svc.url, encode(tensors, enc == "binary"), args.clients, args.seconds, args.warmup)
+            load(svc.url, bodies, args.clients, 1.0, 1.0)  # loads the model, warms everything up
+            for _ in range(args.rounds):
+                k, spent, lat = raw_backend(raw_model.backend, tensors, args.seconds)
+                raw_n, raw_t, raw_lat = raw_n + k, raw_t + spent, raw_lat + lat
+                k, lat, err = load(svc.url, bodies, args.clients, args.seconds, args.warmup)
+                svc_n, svc_lat, errors = svc_n + k, svc_lat + lat, errors + err
         finally:
             svc.close()
-        row = {"encoding": enc, "batching": batching, **{f"service_{k}": v for k, v in res.items()},
-               "raw_throughput": raw["throughput"], "raw_p50_ms": raw["p50_ms"],
-               "ratio": res["throughput"] / raw["throughput"]}
+        svc_tp, raw_tp = svc_n / (args.seconds * args.rounds), raw_n / raw_t
+        row = {"encoding": enc, "batching": batching, "service_throughput": svc_tp,
+               "service_p50_ms": _pct(svc_lat, 50), "service_p99_ms": _pct(svc_lat, 99), "service_requests": svc_n,
+               "service_errors": errors, "raw_throughput": raw_tp, "raw_p50_ms": _pct(raw_lat, 50),
+               "ratio": svc_tp / raw_tp}
         results.append(row)
-        print(f"  {enc:6} batching={'on ' if batching else 'off'} {res['throughput']:7.1f} req/s "
-              f"(raw {raw['throughput']:6.1f}/s, ratio {row['ratio']:.2f}), p99 {res['p99_ms']:.1f} ms",
+        print(f"  {enc:6} batching={'on ' if batching else 'off'} {svc_tp:7.1f} req/s "
+              f"(raw {raw_tp:6.1f}/s, ratio {row['ratio']:.2f}), p99 {row['service_p99_ms']:.1f} ms",
               file=sys.stderr)
+    raw_model.close()
 
     print()
     print(f"MobileNet V2 quant, /v2/models/mobilenet_v2/infer, {args.clients} concurrent clients on loopback, "
@@ -217,7 +226,7 @@ def main() -> None:
               f"{r['raw_throughput']:8.1f} {r['ratio']:6.2f} {r['service_p50_ms']:8.1f} {r['service_p99_ms']:8.1f} "
               f"{r['service_errors']:6d}")
     doc = {"benchmark": "cloud_infer", "model": "mobilenet_v2_1.0_224_quant", "clients": args.clients,
-           "seconds": args.seconds, "threads": args.threads, "cpus": os.cpu_count(),
+           "rounds": args.rounds, "round_seconds": args.seconds, "threads": args.threads, "cpus": os.cpu_count(),
            "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "results": results,
            "raw_mean_throughput": statistics.mean(r["raw_throughput"] for r in results)}
     print(json.dumps(doc, indent=2))

@@ -2,11 +2,15 @@
 (``edge_runtime.Model``), with requests of concurrent callers batched together.
 
 Dynamic batching: each loaded model has a queue and ``inference_workers`` backend instances.
-A worker takes the first waiting request, then gathers more for at most ``max_batch_wait_ms``
-(or until ``max_batch_size``), and runs them as one job on its inference thread. Models whose
-batch dimension is dynamic get one concatenated backend call; models with a fixed batch of one
-(most TFLite models: XNNPACK cannot resize MobileNet's reshape) get the items back to back in
-the same job, which still saves a thread hand-off and an event-loop wake-up per request.
+For a model whose batch dimension is dynamic, a worker takes the first waiting request, gathers
+more for at most ``max_batch_wait_ms`` (or until ``max_batch_size``) and runs them as one
+concatenated backend call, then splits the answers back to their callers.
+
+A model with a fixed batch of one (most TFLite models; XNNPACK cannot even resize MobileNet V2,
+whose reshape is fixed) gains nothing from grouping: its items would run back to back anyway,
+and holding early callers until the whole group is done made the service slower (request
+parsing and inference stop overlapping). Such models get each request as soon as a worker is
+free; the queue still bounds how many run at once.
 """
 
 from __future__ import annotations
@@ -109,7 +113,10 @@ class Batcher:
             self._metrics.batch_size.observe(len(batch), model=self.name)
             try:
                 results = await loop.run_in_executor(self._pool, self._run, backend, [it.tensors for it in batch])
-            except RuntimeError as exc:  # the pool shut down under us: the model was unloaded
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - not swallowed: every caller of the batch gets it (their
+                # request reports it); the worker itself must live on to serve the next batch
                 results = [exc] * len(batch)
             for it, res in zip(batch, results, strict=True):
                 if it.future.done():  # the caller went away
@@ -225,7 +232,7 @@ class ModelManager:
             dynamic = bool(first) and first[0] == -1
             s = self.settings
             batcher = Batcher(f"{rec.name}:{rec.version}", backends, dynamic_batch=dynamic,
-                              max_batch=s.max_batch_size if s.batching else 1,
+                              max_batch=s.max_batch_size if (s.batching and dynamic) else 1,
                               max_wait_s=s.max_batch_wait_ms / 1000.0, metrics=self.metrics)
             lm = LoadedModel(rec, model, batcher, workdir)
             self._loaded[key] = lm

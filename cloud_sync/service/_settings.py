@@ -48,6 +48,8 @@ class ServiceSettings(BaseSettings):
     max_infer_bytes: int = Field(default=64 * 1024**2, ge=1024)
 
     # -- inference -------------------------------------------------------------------------
+    #: gather concurrent requests into one backend call (models with a dynamic batch dimension;
+    #: fixed-batch models always run each request as soon as a backend is free)
     batching: bool = True
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
