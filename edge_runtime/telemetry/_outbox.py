@@ -122,6 +122,7 @@ class OutboxStats:
     appended_total: int
     confirmed_total: int
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    appended: dict[str, int] = field(default_factory=dict)  # per kind, since the outbox was created
 
     @property
     def dropped_total(self) -> int:
@@ -355,6 +356,8 @@ class Outbox:
                 [(_PRIORITY[it.kind], it.created, it.nbytes, it.body) for it in items],
             )
             self._meta_add("appended_total", len(items))
+            for kind, n in Counter(it.kind for it in items).items():
+                self._meta_add(f"appended.{kind}", n)
             added = Counter[int]()
             for it in items:
                 p = _PRIORITY[it.kind]
@@ -382,6 +385,7 @@ class Outbox:
             self._db.execute("INSERT INTO records(priority, created, nbytes, body) VALUES (?, ?, ?, ?)",
                              (p, item.created, item.nbytes, item.body))
             self._meta_add("appended_total", 1)
+            self._meta_add(f"appended.{kind}", 1)
             self._pending[p][0] += 1
             self._pending[p][1] += item.nbytes
             self._rows += 1
@@ -669,6 +673,7 @@ class Outbox:
             oldest_age_s=None if oldest is None else round(max(0.0, self._clock() - oldest), 3),
             next_seq=int(meta.get("next_seq", 0)), appended_total=int(meta.get("appended_total", 0)),
             confirmed_total=int(meta.get("confirmed_total", 0)), dropped=dropped,
+            appended={k: int(meta.get(f"appended.{k}", 0)) for k in KINDS},
         )
 
     def peek(self, limit: int = 10, kind: str | None = None) -> list[PeekRow]:
