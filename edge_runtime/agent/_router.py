@@ -193,13 +193,14 @@ class Router:
     def _online(self, model: Model, frame: Frame, tensors: list[np.ndarray]) -> Record:
         t0 = time.perf_counter()
         allowed = self.breaker.allow()
-        fut = self._submit(frame) if allowed else None
+        started = self._submit(frame) if allowed else None
         local = self._local(model, frame, tensors)  # runs while the cloud call is in flight
         if not allowed:
             return self._finish(local, "breaker-open")
-        if fut is None:  # every cloud slot is taken by slower calls: answer locally, now
+        if started is None:  # every cloud slot is taken by slower calls: answer locally, now
             return self._finish(local, "cloud-busy", cloud_wait_ms=0.0)
-        rec, waited = self._await(fut, t0)
+        fut, call = started
+        rec, waited = self._await(fut, call, t0)
         if rec is not None:
             return self._finish(rec, "cloud-ok", cloud_wait_ms=waited)
         return self._finish(local, self._last_reason(fut), cloud_wait_ms=waited)
@@ -215,10 +216,11 @@ class Router:
         if not self.breaker.allow():
             return self._finish(local, "breaker-open", local_score=score)
         t0 = time.perf_counter()
-        fut = self._submit(frame)
-        if fut is None:
+        started = self._submit(frame)
+        if started is None:
             return self._finish(local, "cloud-busy", cloud_wait_ms=0.0, local_score=score)
-        rec, waited = self._await(fut, t0)
+        fut, call = started
+        rec, waited = self._await(fut, call, t0)
         if rec is not None:
             return self._finish(rec, "below-threshold", cloud_wait_ms=waited, local_score=score)
         return self._finish(local, self._last_reason(fut), cloud_wait_ms=waited, local_score=score)
@@ -249,35 +251,35 @@ class Router:
             rec["suspect"] = "non-finite or empty output"
         return rec
 
-    def _submit(self, frame: Frame) -> Future[Record] | None:
+    def _submit(self, frame: Frame) -> tuple[Future[Record], _Call] | None:
         """Start a cloud call (the breaker already allowed it); None when every slot is busy."""
         if not self._in_flight.acquire(blocking=False):
             self.breaker.release()
             return None
         assert self._pool is not None
+        call = _Call(self.breaker)
         try:
-            fut = self._pool.submit(self._call_cloud, frame)
+            fut = self._pool.submit(self._call_cloud, frame, call)
         except RuntimeError:  # the pool is shut down: the agent is stopping
             self._in_flight.release()
             self.breaker.release()
             return None
-        fut.add_done_callback(self._call_done)
-        return fut
+        fut.add_done_callback(lambda f: self._call_done(f, call))
+        return fut, call
 
-    def _call_done(self, fut: Future[Record]) -> None:
+    def _call_done(self, fut: Future[Record], call: _Call) -> None:
         self._in_flight.release()
-        if fut.cancelled():  # never ran, so it judged nothing: let the next probe go
-            self.breaker.release()
+        if fut.cancelled():
+            call.abandon()
 
-    def _call_cloud(self, frame: Frame) -> Record:
-        """Runs on a cloud thread: encode, ask, read the answer. The breaker learns the outcome
-        here, so a call that ends after its frame stopped waiting still counts."""
+    def _call_cloud(self, frame: Frame, call: _Call) -> Record:
+        """Runs on a cloud thread: encode, ask, read the answer."""
         assert self.cloud is not None
         t0 = time.perf_counter()
         try:
             data, ctype = self._encode(frame)
         except (OSError, ValueError) as exc:
-            self.breaker.release()  # the frame's fault, not the cloud's
+            call.abandon()  # the frame's fault, not the cloud's
             raise _CloudPathError(f"frame cannot be encoded for the cloud: {exc}") from exc
         t_enc = time.perf_counter()
         try:
@@ -285,18 +287,20 @@ class Router:
             t1 = time.perf_counter()
             rec = self._cloud_record(frame, answer, (t_enc - t0) * 1000, (t1 - t_enc) * 1000)
         except self._errors:
-            self.breaker.failure()
+            call.judge(False)
             raise
-        self.breaker.success()
+        call.judge(True)
         return rec
 
-    def _await(self, fut: Future[Record], t0: float) -> tuple[Record | None, float]:
+    def _await(self, fut: Future[Record], call: _Call, t0: float) -> tuple[Record | None, float]:
         """Wait for the cloud no longer than what is left of the deadline."""
         remaining = self.deadline_s - (time.perf_counter() - t0)
         w0 = time.perf_counter()
         try:
             rec: Record | None = fut.result(timeout=max(0.0, remaining))
         except FutureTimeout:
+            # The deadline is the verdict: a cloud that answers later has still failed this frame.
+            call.judge(False)
             fut.cancel()
             rec = None
         except self._errors:
@@ -360,6 +364,30 @@ class Router:
         with self._count_lock:
             self.counts[route] = self.counts.get(route, 0) + 1
         return rec
+
+
+class _Call:
+    """One cloud call, judged once for the breaker: by its frame giving up at the deadline, or by
+    its own end, whichever comes first. So the breaker's state is settled when the record is."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._lock = threading.Lock()
+        self._judged = False
+
+    def _first(self) -> bool:
+        with self._lock:
+            first, self._judged = not self._judged, True
+            return first
+
+    def judge(self, ok: bool) -> None:
+        if self._first():
+            self._breaker.success() if ok else self._breaker.failure()
+
+    def abandon(self) -> None:
+        """Never ran or never reached the cloud: nothing to judge, let another probe go."""
+        if self._first():
+            self._breaker.release()
 
 
 class _CloudPathError(EdgeError):

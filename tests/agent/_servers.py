@@ -51,7 +51,8 @@ def port_open(port: int) -> bool:
 
 
 def env_with_project() -> dict[str, str]:
-    env = dict(os.environ)
+    # Hermetic: no EDGE_* override from the machine running the tests leaks into what they start.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
@@ -100,12 +101,13 @@ class CloudService:
     def __init__(self, data_dir: Path, trusted_keys: list[Path], *, mqtt_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        settings: dict[str, object] = {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN,
-                                       "trusted_keys": [str(k) for k in trusted_keys], "max_batch_wait_ms": 1}
-        if mqtt_port is not None:
-            settings.update(mqtt_host="127.0.0.1", mqtt_port=mqtt_port)
+        # Settings as EDGE_* variables: what the service's factory reads under uvicorn --factory.
         self.env = env_with_project()
-        self.env["EDGE_SERVICE_SETTINGS_JSON"] = json.dumps(settings)
+        self.env.update({"EDGE_DATA_DIR": str(data_dir), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN,
+                         "EDGE_TRUSTED_KEYS": json.dumps([str(k) for k in trusted_keys]),
+                         "EDGE_MAX_BATCH_WAIT_MS": "1"})
+        if mqtt_port is not None:
+            self.env.update({"EDGE_MQTT_HOST": "127.0.0.1", "EDGE_MQTT_PORT": str(mqtt_port)})
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
