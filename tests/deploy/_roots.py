@@ -22,11 +22,21 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "cached", "debian_mirror", "debian_root_amd64", "debian_root_arm64"]
+__all__ = [
+    "aarch64_site",
+    "cache_dir",
+    "cached",
+    "debian_mirror",
+    "debian_root_amd64",
+    "debian_root_arm64",
+    "project_requirements",
+    "wheelhouse",
+]
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -108,4 +118,62 @@ def debian_root_arm64() -> Path:
         for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(root)])
 
-    return cached(f"debian-{SUITE}-arm64", build) / "root"
+    root = cached(f"debian-{SUITE}-arm64", build) / "root"
+    # qemu-user serves the emulated program the host's x86 /proc/cpuinfo, which ARM CPU-feature
+    # probes (the cpuinfo library inside LiteRT/XNNPACK) cannot parse and crash on. With -L ROOT
+    # qemu opens ROOT/proc/cpuinfo first: give it what a Raspberry Pi 4 (Cortex-A72) reports.
+    cpuinfo = root / "proc/cpuinfo"
+    if not cpuinfo.is_file() or cpuinfo.read_text() != PI4_CPUINFO:
+        cpuinfo.parent.mkdir(exist_ok=True)
+        cpuinfo.write_text(PI4_CPUINFO)
+    return root
+
+
+PI4_CPUINFO = "".join(
+    f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+    "CPU revision\t: 3\n\n"
+    for n in range(4)
+) + "Hardware\t: BCM2835\nRevision\t: d03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+
+
+def project_requirements(*extras: str) -> list[str]:
+    """The distribution's requirements (core plus ``extras``), read from pyproject.toml."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += [r for r in project["optional-dependencies"][extra] if not r.startswith("edge-runtime")]
+    return sorted(set(reqs))
+
+
+def _key(reqs: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
+
+
+def wheelhouse(reqs: list[str]) -> Path:
+    """Wheels of ``reqs`` and their dependencies for this machine's Python (pip download, once)."""
+
+    def build(tmp: Path) -> None:
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+              "--only-binary=:all:", "-d", str(tmp / "wheels"), *reqs])
+
+    return cached(f"wheelhouse-cp311-x86_64-{_key(reqs)}", build) / "wheels"
+
+
+AARCH64_PLATFORMS = ["manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in range(17, 37))]
+
+
+def aarch64_site(reqs: list[str]) -> Path:
+    """A site-packages directory with the aarch64 CPython 3.11 wheels of ``reqs`` (pip install --target)."""
+
+    def build(tmp: Path) -> None:
+        platforms = [arg for p in AARCH64_PLATFORMS for arg in ("--platform", p)]
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              "--target", str(tmp / "site"), *platforms, "--python-version", "3.11", "--implementation", "cp",
+              "--abi", "cp311", "--only-binary=:all:", *reqs])
+
+    return cached(f"site-cp311-aarch64-{_key(reqs)}", build) / "site"
