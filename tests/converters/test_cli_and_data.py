@@ -142,3 +142,24 @@ def test_option_parsers() -> None:
     assert pre.size == (224, 224) and pre.mean == [127.0] and pre.resize_mode == "center-crop"
     assert parse_preprocess("mean=123.7/116.3/103.5").mean == [123.7, 116.3, 103.5]
     assert parse_preprocess("none").kind == "none"
+
+
+def test_profile_sets_backend_threads_and_manifest(wine_model: Path, tmp_path: Path) -> None:
+    import os
+
+    import device_profiles
+    from edge_runtime import open_bundle
+
+    prof = device_profiles.load_profile("rpi-5")
+    report = convert(wine_model / "wine.joblib", tmp_path, to="onnx", profile="rpi-5", latency_runs=2)
+    assert report.profile == "rpi-5"
+    assert report.backend == next(b for b in prof.backends if b == "onnxruntime")
+    assert report.threads == min(prof.threads, os.cpu_count() or 1)
+    assert open_bundle(report.variant("float").bundle).manifest.profiles == ["rpi-5"]
+
+
+def test_unknown_profile_is_named(wine_model: Path, tmp_path: Path) -> None:
+    from converters import ConversionError
+
+    with pytest.raises(ConversionError, match="no-such-board"):
+        convert(wine_model / "wine.joblib", tmp_path, to="onnx", profile="no-such-board")
