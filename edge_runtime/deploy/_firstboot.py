@@ -259,7 +259,8 @@ def firstrun_script(settings: DeviceSettings, payload: Payload) -> str:
     ]
     if settings.wifi is not None:
         w = settings.wifi
-        ssid_conf = w.ssid.replace("\\", "\\\\").replace('"', '\\"')
+        # Hex is wpa_supplicant's exact form for any SSID: no quoting rules to get wrong.
+        ssid_hex = w.ssid.encode("utf-8").hex()
         out += [
             f"if [ -f {custom} ]; then",
             f"   {custom} set_wlan {_q(w.ssid)} {_q(w.psk)} {_q(w.country)}",
@@ -270,7 +271,7 @@ def firstrun_script(settings: DeviceSettings, payload: Payload) -> str:
             "ap_scan=1",
             "update_config=1",
             "network={",
-            f'\tssid="{ssid_conf}"',
+            f"\tssid={ssid_hex}",
             f"\tpsk={w.psk}",
             "}",
             "WPAEOF",

@@ -191,3 +191,61 @@ def test_second_run_changes_nothing(installed):
     before, after = installed["before_second"], installed["after_second"]
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     assert changed == []
+
+
+def test_a_prepared_bookworm_image_sets_itself_up(tmp_path, pi_image, edge_wheel, mobilenet_bundle, agent_config,
+                                                  ssh_keypair):
+    """The first boot, replayed in a Debian root: firstrun.sh (the systemd.run= step), then the
+    edge-firstboot.service step, each from the files prepare-image wrote to the boot partition."""
+    from edge_runtime.deploy import DeviceSettings, prepare_image, read_ssh_keys, read_wifi
+    from tests.deploy._images import BOOKWORM_CMDLINE, extract_boot
+
+    image = pi_image("bookworm")
+    psk = tmp_path / "psk.txt"
+    psk.write_text("correct horse battery staple\n")
+    ssid = 'Greenhouse "North"'
+    keys = read_ssh_keys(ssh_keypair[0])
+    settings = DeviceSettings(hostname="greenhouse-1", user="grower", ssh_keys=keys,
+                              wifi=read_wifi(ssid, psk, "DE"))
+    prepare_image(image.path, bundle=mobilenet_bundle, config=agent_config, settings=settings, wheel=edge_wheel)
+
+    root = _copy_root(tmp_path / "root")
+    boot = root / "boot/firmware"
+    extract_boot(image, boot)
+    # What a stock Raspberry Pi OS has and minbase lacks: the first user (uid 1000), /etc/hosts, config dirs.
+    assert _chroot(root, "useradd", "-m", "-u", "1000", "-s", "/bin/bash", "pi").returncode == 0
+    (root / "etc/hostname").write_text("raspberrypi\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
+    (root / "etc/ssh").mkdir()
+    (root / "etc/wpa_supplicant").mkdir()
+    (root / "run/systemd/system").mkdir(parents=True)
+
+    proc = _chroot(root, "/bin/bash", "/boot/firmware/firstrun.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/hostname").read_text() == "greenhouse-1\n"
+    assert "127.0.1.1\tgreenhouse-1" in (root / "etc/hosts").read_text()
+    users, _groups = _ids(root)
+    assert "pi" not in users and users["grower"][2] == "1000" and users["grower"][5] == "/home/grower"
+    shadow = {line.split(":")[0]: line.split(":") for line in (root / "etc/shadow").read_text().splitlines()}
+    assert shadow["grower"][1] == "*", "no password login: SSH key only"
+    assert (root / "home/grower/.ssh/authorized_keys").read_text() == keys[0] + "\n"
+    wpa = (root / "etc/wpa_supplicant/wpa_supplicant.conf").read_text()
+    assert f"ssid={ssid.encode().hex()}\n" in wpa and f"psk={settings.wifi.psk}\n" in wpa and "country=DE" in wpa
+    assert (root / "etc/systemd/system/edge-firstboot.service").read_bytes() == (
+        boot / "edge/edge-firstboot.service").read_bytes()
+    assert _calls(root) == ["enable ssh", "enable edge-firstboot.service"]
+    assert not (boot / "firstrun.sh").exists()
+    assert (boot / "cmdline.txt").read_text() == BOOKWORM_CMDLINE, "the one-shot hook removed itself"
+
+    # Next boot: edge-firstboot.service runs its ExecStart once the network is up.
+    wheels = wheelhouse(project_requirements("tflite", "onnx", "camera", "device"))
+    subprocess.run(["cp", "-al", str(wheels), str(root / "wheelhouse")], check=True)
+    unit = (root / "etc/systemd/system/edge-firstboot.service").read_text()
+    exec_start = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart="))
+    proc = _chroot(root, *exec_start.split(), env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheelhouse"})
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/edge/agent.toml").read_bytes() == agent_config.read_bytes()
+    assert not (boot / "edge/agent.toml").exists(), "the config (it may hold a token) leaves the boot partition"
+    assert (root / "var/lib/edge/bundles/mobilenet_v2-v1.tar.gz").is_file()
+    assert _calls(root) == ["daemon-reload", "is-enabled --quiet edge-agent.service", "enable edge-agent.service",
+                            "restart --no-block edge-agent.service", "disable edge-firstboot.service"]
