@@ -22,8 +22,11 @@ __all__ = ["broker_config_cmd"]
 @click.option("--require-certificate", is_flag=True, help="Devices must present a certificate signed by --cafile.")
 @click.option("--window", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Devices' unconfirmed-message window (sizes the ingester's queue on the broker).")
+@click.option("--user", "run_as", help="Account Mosquitto runs as; it gets passwd, acl and the data directory "
+                                       "(default when run as root: mosquitto).")
 def broker_config_cmd(devices_file: Path, out_dir: Path, port: int, bind: str, cafile: Path | None,
-                      certfile: Path | None, keyfile: Path | None, require_certificate: bool, window: int) -> None:
+                      certfile: Path | None, keyfile: Path | None, require_certificate: bool, window: int,
+                      run_as: str | None) -> None:
     """Write a Mosquitto config, password file and ACL so that device D may publish only under
     edge/D/ and read only edge/D/cmd/#, while the ingester reads every device.
 
@@ -39,11 +42,11 @@ def broker_config_cmd(devices_file: Path, out_dir: Path, port: int, bind: str, c
 
     spec = load_devices_file(devices_file)
     files = write_broker_config(spec, out_dir, port=port, bind=bind, cafile=cafile, certfile=certfile,
-                                keyfile=keyfile, require_certificate=require_certificate, device_window=window)
+                                keyfile=keyfile, require_certificate=require_certificate, device_window=window,
+                                run_as=run_as)
     click.echo(f"wrote {files.conf}")
     click.echo(f"wrote {files.passwd} ({len(spec.devices)} device(s) + {spec.ingester.username})")
     click.echo(f"wrote {files.acl}")
     click.echo(f"wrote {files.credentials} (secret; mode 0600)")
     if files.generated:
         click.echo(f"generated passwords for: {', '.join(files.generated)}")
-    click.echo("the broker's user must be able to read passwd and acl (e.g. chown mosquitto them)")

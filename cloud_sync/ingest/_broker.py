@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import pwd
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -127,6 +128,14 @@ def _previous_passwords(path: Path) -> dict[str, str]:
     return found
 
 
+def _uid_of(user: str) -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -153,8 +162,21 @@ def write_broker_config(
     keyfile: Path | None = None,
     require_certificate: bool = False,
     device_window: int = 16,
+    run_as: str | None = None,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.toml`` into ``out_dir``."""
+    """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.toml`` into ``out_dir``.
+
+    Mosquitto started as root drops to an unprivileged account before it reads the password file
+    and the ACL. ``run_as`` names that account (written as ``user``); when this runs as root it
+    also owns ``passwd``, ``acl`` and the persistence directory. Default as root: ``mosquitto``.
+    """
+    if run_as is None and os.geteuid() == 0 and _uid_of("mosquitto") is not None:
+        run_as = "mosquitto"
+    owner = None
+    if run_as is not None:
+        owner = _uid_of(run_as)
+        if owner is None:
+            raise BrokerConfigError(f"--user {run_as}: no such account on this machine")
     if (certfile is None) != (keyfile is None):
         raise BrokerConfigError("TLS needs both --certfile and --keyfile")
     if require_certificate and cafile is None:
@@ -207,6 +229,7 @@ def write_broker_config(
         f"password_file {files.passwd}",
         f"acl_file {files.acl}",
         "",
+        *([f"user {run_as}"] if run_as else []),
         "# Sessions and queued messages survive a restart (saved on shutdown and every minute).",
         "persistence true",
         f"persistence_location {out / 'data'}/",
@@ -230,6 +253,9 @@ def write_broker_config(
         _write(files.acl, "\n".join(acl) + "\n", 0o644)
         _write(files.conf, "\n".join(conf) + "\n", 0o644)
         _write(files.credentials, "\n".join(creds), 0o600)
+        if owner is not None and os.geteuid() == 0:
+            for path in (files.passwd, files.acl, out / "data"):
+                os.chown(path, owner[0], owner[1])
     except OSError as exc:
         raise BrokerConfigError(f"{out}: cannot write the broker files ({exc.strerror})") from exc
     return BrokerFiles(conf=files.conf, passwd=files.passwd, acl=files.acl, credentials=files.credentials,

@@ -46,7 +46,7 @@ def _reason(exc: ValidationError) -> tuple[str, str]:
     for err in errors:
         if err["type"] == "json_invalid":
             return "malformed", f"not valid JSON ({err['msg']})"
-        if err["type"] in ("model_type", "dict_type"):
+        if err["type"] in ("model_type", "dict_type", "model_attributes_type") and not err["loc"]:
             return "malformed", "not a JSON object"
     for err in errors:
         if err["loc"] == ("schema",):

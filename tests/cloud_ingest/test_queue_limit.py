@@ -1,0 +1,38 @@
+"""Mosquitto's default max_queued_messages (1000) with the ingester away: the broker drops, and
+nothing is lost, because devices resend whatever the cloud has not confirmed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
+from tests.telemetry.servers import Mosquitto, wait_for
+
+DEVICES = 3
+PER_DEVICE = 500
+
+
+def test_default_queue_limit_drops_at_the_broker_but_nothing_is_lost(
+        tmp_path: Path, broker: Mosquitto, make_ingester, make_device) -> None:
+    assert "max_queued_messages" not in broker.conf.read_text()  # Mosquitto's default: 1000
+    db = f"sqlite:///{tmp_path / 'cloud.db'}"
+    make_ingester(broker.url, db).stop()  # the session exists; the ingester is gone
+    devices = [
+        make_device(broker.url, f"dev{d}", delivery={"window": 1000, "confirm_timeout_s": 2.0},
+                    batch={"max_records": 1, "linger_s": 0.0})
+        for d in range(DEVICES)
+    ]
+    for d, tel in enumerate(devices):
+        for i in range(PER_DEVICE):
+            tel.write(frame(d * 100_000 + i))
+    # 1500 one-record messages for a session that may queue 1000: the broker has to drop
+    wait_for(lambda: "Outgoing messages are being dropped for client edge-ingest" in broker.log_text(), 60,
+             "Mosquitto to drop messages for the ingester's session")
+    ing = make_ingester(broker.url, db)
+    for d in range(DEVICES):
+        wait_cloud_count(ing.engine, f"dev{d}", PER_DEVICE, timeout=120)
+    for d, tel in enumerate(devices):
+        assert tel.flush(60)
+        frames = cloud_frames(ing.engine, f"dev{d}")
+        assert len(frames) == PER_DEVICE and sorted(frames) == [d * 100_000 + i for i in range(PER_DEVICE)]
+    assert sum(t.publisher.stats.resent for t in devices) > 0  # the dropped ones came back by resend
