@@ -182,7 +182,7 @@ class Agent:
 
             client = CloudClient(cfg.cloud.url, token, timeout=cfg.cloud.timeout_s)
         self.updater = Updater(cfg, self.store, self.keys, self.opts, client=client, emit=self.event,
-                               activate=self._activate, running=self._running)
+                               activate=self._activate, running=self._running, standby=self._standby_model)
         if startup.state.trial is not None and self.pointer is not None and self.pointer.version == startup.state.trial:
             self.updater.start_probation(startup.state.trial)  # a restart does not end a probation
         if self.telemetry is not None and (cfg.telemetry.commands or cfg.home_assistant.enabled):
@@ -303,6 +303,11 @@ class Agent:
         assert m is not None
         return m.name, m.version, self.pointer
 
+    def _standby_model(self, version: int) -> Model | None:
+        with self._lock:
+            m = self._standby
+            return m if m is not None and m.version == version else None
+
     def _activate(self, model: Model, pointer: Pointer) -> None:
         """Hand a model to the pipeline: it takes over between two frames."""
         with self._lock:
@@ -311,9 +316,13 @@ class Agent:
             self.pointer = pointer
             self.chosen = "current"
             if old is not None and old is not model:
-                if self._standby is not None and self._standby is not model:
-                    self._retired.append(self._standby)
-                self._standby = old
+                if self._standby is model:  # going back: the model left is done with
+                    self._standby = None
+                    self._retired.append(old)
+                else:  # going forward: the old one stays loaded for an instant rollback
+                    if self._standby is not None:
+                        self._retired.append(self._standby)
+                    self._standby = old
         if self.pipeline is not None:
             self.pipeline.swap_model(model)
         self.notifier.status(self._status_text())

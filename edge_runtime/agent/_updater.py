@@ -95,7 +95,8 @@ class Updater:
 
     def __init__(self, config: AgentConfig, store: StateStore, keys: Sequence[PublicKey], opts: ModelOptions, *,
                  client: RegistryClient | None, emit: Emit, activate: Callable[[Model, Pointer], None],
-                 running: Callable[[], tuple[str, int, Pointer | None]], rng: random.Random | None = None) -> None:
+                 running: Callable[[], tuple[str, int, Pointer | None]],
+                 standby: Callable[[int], Model | None] | None = None, rng: random.Random | None = None) -> None:
         self.config = config
         self.cfg = config.updates
         self.store = store
@@ -105,6 +106,7 @@ class Updater:
         self._emit = emit
         self._activate = activate
         self._running = running
+        self._standby = standby or (lambda version: None)
         self._rng = rng or random.Random()
         self._cond = threading.Condition()
         self._stop = False
@@ -381,7 +383,8 @@ class Updater:
         left, back = rollback_pointers(self.store, reason)
         self.probation = None
         try:
-            model = self._load_installed(back)
+            # The model that served before the switch is still loaded: going back is instant.
+            model = self._standby(back.version) or self._load_installed(back)
         except EdgeError as exc:
             self._emit("rollback_failed", version=left.version, to=back.version, error=str(exc))
             raise

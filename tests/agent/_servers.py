@@ -277,3 +277,53 @@ def toml_dumps(data: dict[str, object]) -> str:
 
     table(data, "")
     return "\n".join(lines) + "\n"
+
+
+class Subscriber:
+    """A paho client that keeps every message of the given topics (retained ones included)."""
+
+    def __init__(self, port: int, *topics: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
+        subscribed = threading.Event()
+
+        def on_connect(client, userdata, flags, reason, props=None):  # type: ignore[no-untyped-def]
+            for t in topics:
+                client.subscribe(t, qos=1)
+            subscribed.set()
+
+        def on_message(client, userdata, msg):  # type: ignore[no-untyped-def]
+            with self._cond:
+                self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+                self._cond.notify_all()
+
+        self._client.on_connect = on_connect
+        self._client.on_message = on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("test subscriber did not connect")
+        time.sleep(0.2)  # let the SUBACKs come back before the test publishes
+
+    def payloads(self, topic: str) -> list[dict[str, object]]:
+        with self._cond:
+            return [json.loads(p) for t, p, _ in self.messages if t == topic and p]
+
+    def records(self, topic: str) -> list[dict[str, object]]:
+        """The records inside the telemetry envelopes published on ``topic``."""
+        out: list[dict[str, object]] = []
+        for env in self.payloads(topic):
+            out.extend(env.get("records", []))  # type: ignore[arg-type]
+        return out
+
+    def wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(pred, timeout):
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -100,7 +100,7 @@ def release(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path],
                                      samples=["samples/black.png"], extra_files={"samples/black.png": black},
                                      layouts=["NHWC"], **common)
         else:
-            lab = labels[1:] + ["(none)"] if kind == "bad-labels" else labels
+            lab = [*labels[1:], "(none)"] if kind == "bad-labels" else labels
             edge_runtime.make_bundle(MODEL, target, labels=lab, preprocess={"size": (224, 224)},
                                      samples=[] if kind == "no-samples" else ["samples/cat.png"],
                                      extra_files=extra, metrics=metrics, **common)
