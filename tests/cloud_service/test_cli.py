@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
 
-from .conftest import ADMIN_TOKEN, Keys, MakeSigned, Running, free_port, run_service
+from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, free_port, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,23 +84,28 @@ def test_cli_errors_are_one_line(service: Running, make_signed: MakeSigned, tmp_
     assert r.returncode != 0 and "not signed" in r.stderr
 
 
-def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed: MakeSigned) -> None:
+def _serve(tmp_path: Path, keys: Keys, *extra: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     cfg = tmp_path / "cloud.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN}
-    code = "from cloud_sync.cli._serve import serve_cmd; serve_cmd()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(cfg), "--port", str(port),
-                             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "cloud", "serve", "--config", str(cfg),
+                             "--port", str(port), "--log-level", "warning", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 60
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def test_edge_cloud_serve_runs_the_service(tmp_path: Path, keys: Keys, make_signed: MakeSigned) -> None:
+    proc, url = _serve(tmp_path, keys)
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         r = edge("publish", str(make_signed(1)), "--registry", url)
         assert r.returncode == 0, r.stderr
         assert (tmp_path / "data" / "edge-cloud.db").exists()
@@ -108,3 +114,18 @@ def test_serve_command_runs_the_service(tmp_path: Path, keys: Keys, make_signed:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "dashboard /" in err
+
+
+def test_edge_cloud_serve_with_several_workers(tmp_path: Path, keys: Keys, make_signed: MakeSigned) -> None:
+    """Two worker processes (replicas) built from the same file and variables serve one registry."""
+    proc, url = _serve(tmp_path, keys, "--workers", "2")
+    try:
+        r = edge("publish", str(make_signed(1)), "--registry", url, "--channel", "stable")
+        assert r.returncode == 0, r.stderr
+        client = CloudClient(url, ADMIN_TOKEN, timeout=60)
+        for _ in range(6):  # whichever worker answers knows the model
+            assert client.list_models()[0]["channels"] == {"stable": 1}
+        assert client.classify(DATA / "images" / "cat.png", "mobilenet_v2")["top_k"][0]["label"] == "Egyptian cat"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
