@@ -101,7 +101,7 @@ class Service:
         store = open_store(settings)
         notifier = make_notifier(settings)
         metrics = MetricsRegistry()
-        registry = Registry(engine, store, keys, notifier.publish)
+        registry = Registry(engine, store, keys, notifier.publish, max_unpacked_bytes=settings.max_unpacked_bytes)
         return cls(settings, engine, store, registry, DeviceRegistry(engine),
                    ModelManager(registry, store, settings, keys, metrics), notifier, metrics, keys)
 

@@ -26,6 +26,7 @@ from edge_runtime import (
     SignatureError,
     UnsafeArchiveError,
     open_bundle,
+    safe_extract,
 )
 from edge_runtime._signing import PublicKey
 
@@ -92,11 +93,13 @@ def _sha256(path: Path) -> str:
 
 
 class Registry:
-    def __init__(self, engine: Engine, store: BlobStore, trusted_keys: list[PublicKey], notify: Notify) -> None:
+    def __init__(self, engine: Engine, store: BlobStore, trusted_keys: list[PublicKey], notify: Notify, *,
+                 max_unpacked_bytes: int = 2 * 1024**3) -> None:
         self.engine = engine
         self.store = store
         self.trusted_keys = trusted_keys
         self._notify = notify
+        self.max_unpacked_bytes = max_unpacked_bytes
 
     # -- upload ----------------------------------------------------------------------------
     def publish(self, archive: Path, *, channel: str | None = None) -> VersionRecord:
@@ -106,7 +109,10 @@ class Registry:
                                      "so it accepts no bundle", code="no_trusted_keys")
         with tempfile.TemporaryDirectory(prefix="edge-upload-") as tmp:
             try:
-                bundle = open_bundle(archive, pubkey=self.trusted_keys, extract_to=Path(tmp) / "x")
+                # Unpacked here with the service's own bound, so a small upload that inflates to
+                # gigabytes (a gzip bomb) is refused before it fills the disk.
+                safe_extract(archive, Path(tmp) / "x", max_bytes=self.max_unpacked_bytes)
+                bundle = open_bundle(_bundle_root(Path(tmp) / "x"), pubkey=self.trusted_keys)
             except UnsafeArchiveError as exc:
                 raise UnprocessableError(_strip(exc, archive), code="unsafe_archive") from exc
             except SignatureError as exc:
@@ -309,6 +315,16 @@ class Registry:
         for device_id in ids:
             self._notify(f"edge/{device_id}/cmd/update", payload)
         return len(ids)
+
+
+def _bundle_root(root: Path) -> Path:
+    # Archives hold the files at the top or inside one folder (like edge_runtime accepts).
+    if (root / "manifest.json").exists():
+        return root
+    entries = list(root.iterdir()) if root.is_dir() else []
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "manifest.json").exists():
+        return entries[0]
+    return root
 
 
 def _record(m: Any) -> VersionRecord:

@@ -44,6 +44,8 @@ class ServiceSettings(BaseSettings):
     trusted_keys: list[Path] = Field(default_factory=list, description="Ed25519 public keys (PEM) bundles "
                                      "must be signed with; uploads are refused when empty")
     max_upload_bytes: int = Field(default=512 * 1024**2, ge=1024)
+    max_unpacked_bytes: int = Field(default=2 * 1024**3, ge=1024, description="bound on what an uploaded "
+                                    "archive may unpack to")
     max_image_bytes: int = Field(default=16 * 1024**2, ge=1024)
     max_infer_bytes: int = Field(default=64 * 1024**2, ge=1024)
 

@@ -51,7 +51,8 @@ def logs(service: Running) -> Iterator[_Collect]:
 def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys, make_signed: MakeSigned) -> Iterator[Running]:
     d = tmp_path_factory.mktemp("svc-bad")
     settings = ServiceSettings(data_dir=d, admin_token=ADMIN_TOKEN, trusted_keys=[keys.public],
-                               max_upload_bytes=4 * 1024 * 1024, max_image_bytes=1024 * 1024,
+                               max_upload_bytes=4 * 1024 * 1024, max_unpacked_bytes=16 * 1024 * 1024,
+                               max_image_bytes=1024 * 1024,
                                max_infer_bytes=2 * 1024 * 1024)
     with run_service(settings, log_level="debug") as running:
         CloudClient(running.url, ADMIN_TOKEN, timeout=60).publish(make_signed(1), channel="stable")
@@ -104,6 +105,13 @@ def test_upload_with_path_escaping_entries(service: Running, tmp_path: Path) -> 
         tf.addfile(link)
     _err(_upload(service.url, buf.getvalue()), 422, "unsafe_archive")
     assert not (Path(service.settings.data_dir).parent / "evil.txt").exists()
+
+
+def test_upload_that_inflates_past_the_unpack_limit(service: Running) -> None:
+    bomb = _tar({"manifest.json": b"{}", "model.tflite": b"\0" * (20 * 1024 * 1024)})
+    assert len(bomb) < 100_000  # tiny upload...
+    body = _err(_upload(service.url, bomb), 422, "unsafe_archive")  # ...refused for what it unpacks to
+    assert "unpacks to more than" in body["message"]
 
 
 def test_upload_unsigned_tampered_or_foreign_bundles(service: Running, make_signed: MakeSigned, other_keys: Keys,
