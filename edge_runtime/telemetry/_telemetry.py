@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import KINDS, TelemetryConfig
-from ._errors import OutboxError, TelemetryError
+from ._errors import OutboxError, RecordError, TelemetryError
 from ._metrics import MetricsCollector
 from ._mqtt import check_mqtt_files
 from ._outbox import EncodedRecord, Outbox
@@ -68,8 +68,17 @@ class Telemetry:
     # ------------------------------------------------------------------ accepting records
 
     def write(self, record: dict[str, Any]) -> None:
-        """Sink interface: queue one pipeline result (kind ``telemetry``)."""
-        self.emit(record, "telemetry")
+        """Sink interface: queue one pipeline result (kind ``telemetry``).
+
+        A record that can never be sent (not JSON, too large) is logged and counted in
+        ``rejected`` instead of raised: a pipeline disables a sink that raises, and one bad frame
+        must not stop the telemetry of all the others.
+        """
+        try:
+            self.emit(record, "telemetry")
+        except RecordError as exc:
+            if self.rejected <= 10 or self.rejected % 1000 == 0:
+                log.warning("telemetry: record not queued (%d so far): %s", self.rejected, exc)
 
     def event(self, name: str, **fields: Any) -> None:
         """Queue an event (highest priority: dropped last), e.g. ``event("update_started", version=3)``."""
