@@ -99,6 +99,7 @@ class Model:
         self._pre: ImagePreprocessor | None = None
         if m.preprocess.kind == "image":
             self._pre = ImagePreprocessor(m.preprocess, self._input_spec(0))
+        self._init_rows()
         self._score_idx = self._pick_scores_output()
         self._out_q = m.outputs[self._score_idx].quantization if self._score_idx < len(m.outputs) else None
         self.top_k = m.postprocess.top_k
@@ -140,6 +141,17 @@ class Model:
                         f"{self.bundle.origin}: manifest says {kind} {d.name!r} is {d.dtype}{d.shape}, "
                         f"the model has {a.dtype.name}{list(a.shape)}")
 
+    def _init_rows(self) -> None:
+        """Precompute how a tabular row becomes the input tensor (done once: rows are hot)."""
+        spec = self.manifest.inputs[0]
+        self._row_model_dtype = np.dtype(spec.dtype)
+        self._row_q = spec.quantization if self._row_model_dtype.kind in "iu" else None
+        # Quantized inputs are given as real numbers; everything else in the model's own dtype.
+        self._row_dtype = np.dtype(np.float32) if self._row_q is not None else self._row_model_dtype
+        want = list(spec.shape[1:])
+        self._row_size = int(np.prod(want)) if want and all(d > 0 for d in want) else None
+        self._row_shape = tuple([1, *[d if d > 0 else -1 for d in want]]) if want else (1,)
+
     def _input_spec(self, i: int) -> TensorSpec:
         return self.manifest.inputs[i]
 
@@ -166,15 +178,19 @@ class Model:
     def _row(self, x: Any) -> np.ndarray:
         spec = self.manifest.inputs[0]
         try:
-            arr = np.asarray(x, dtype=np.dtype(spec.dtype))
+            arr = np.asarray(x, dtype=self._row_dtype)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"row cannot be read as {spec.dtype}: {exc}") from exc
-        want = [d for d in spec.shape[1:]]
-        n = int(np.prod([d for d in want if d > 0])) if want else 1
-        if arr.ndim == 0 or (arr.size != n and all(d > 0 for d in want)):
+            raise InputError(f"row cannot be read as numbers: {exc}") from exc
+        if arr.ndim == 0 or (self._row_size is not None and arr.size != self._row_size):
             raise InputError(f"row has {arr.size} value(s); input {spec.name!r} takes shape {spec.shape}")
-        shape = [1, *[d if d > 0 else -1 for d in want]] if want else [1]
-        return np.ascontiguousarray(arr.reshape(shape))
+        if self._row_q is not None:
+            # An int8/uint8 model takes quantized values: real = scale * (q - zero_point).
+            info = np.iinfo(self._row_model_dtype)
+            q = np.rint(arr / self._row_q.scale + self._row_q.zero_point)
+            arr = np.clip(q, info.min, info.max).astype(self._row_model_dtype)
+        elif arr.dtype != self._row_model_dtype:
+            arr = arr.astype(self._row_model_dtype)
+        return arr.reshape(self._row_shape)
 
     def infer(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.backend.run(tensors)
@@ -188,12 +204,17 @@ class Model:
         scores = _dequantize(np.asarray(out), self._out_q).reshape(-1).astype(np.float32, copy=False)
         if self._softmax is True or (self._softmax == "auto" and not _looks_like_probs(scores)):
             scores = _softmax(scores)
-        k = min(self.top_k, scores.size)
-        idx = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-        idx = idx[np.argsort(-scores[idx], kind="stable")]
-        labels = self.labels
-        top = [(labels[i] if i < len(labels) else str(int(i)), float(scores[i]))
-               for i in idx if scores[i] >= self._threshold]
+        n = scores.size
+        k = min(self.top_k, n)
+        if n <= 64:
+            # Small outputs (tabular classifiers): one sort beats partition + sort.
+            idx = np.argsort(-scores, kind="stable")[:k]
+        else:
+            idx = np.argpartition(-scores, k - 1)[:k]
+            idx = idx[np.argsort(-scores[idx], kind="stable")]
+        labels, n_labels, threshold = self.labels, len(self.labels), self._threshold
+        top = [(labels[i] if i < n_labels else str(i), v)
+               for i, v in zip(idx.tolist(), scores[idx].tolist(), strict=True) if v >= threshold]
         return Prediction(top_k=top, scores=scores)
 
     def predict(self, x: Any) -> Prediction:
@@ -259,6 +280,10 @@ def _dequantize(x: np.ndarray, q: Any) -> np.ndarray:
 def _looks_like_probs(s: np.ndarray) -> bool:
     if s.size == 0:
         return True
+    if s.size <= 64:
+        # Python's min/max/sum over a short list is cheaper than three numpy reductions.
+        v = s.tolist()
+        return min(v) >= -1e-6 and max(v) <= 1.0 + 1e-6 and 0.5 <= sum(v) <= 1.5
     # Quantized probabilities do not sum to exactly 1 (each class is rounded to a 1/256 step),
     # so the sum is only checked loosely; logits practically never all fall inside [0, 1].
     return bool(s.min() >= -1e-6 and s.max() <= 1.0 + 1e-6 and 0.5 <= float(s.sum()) <= 1.5)

@@ -110,3 +110,22 @@ def test_savedmodel_to_tflite(digits_keras: dict[str, Any]) -> None:
                      latency_runs=3)
     assert report.source["framework"] == "tensorflow"
     assert report.variant("float").accuracy == pytest.approx(digits_keras["acc"], abs=0.2)
+
+
+def test_int8_bundle_through_edge_run_quantizes_real_valued_rows(digits_keras: dict[str, Any]) -> None:
+    """Rows arrive as real numbers; the runtime quantizes them with the input's own scale and zero
+    point, so `edge run` on raw rows is as accurate as the converter's own evaluation."""
+    import json
+    import subprocess
+    import sys
+
+    report = _convert(digits_keras, "tflite", "tfl-run", quantize=["int8"])
+    q = report.variant("int8")
+    rows = digits_keras["dir"] / "heldout_rows.npy"
+    np.save(rows, digits_keras["x"].reshape(len(digits_keras["x"]), -1))
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(q.bundle), "--source", str(rows),
+                           "--top-k", "1"], capture_output=True, text=True, check=True)
+    labels = [int(json.loads(line)["top_k"][0]["label"].split()[1]) for line in proc.stdout.splitlines()]
+    assert len(labels) == len(digits_keras["y"])
+    acc = 100.0 * float(np.mean(np.asarray(labels) == digits_keras["y"]))
+    assert abs(acc - digits_keras["acc"]) <= 1.0, (acc, digits_keras["acc"])
