@@ -157,6 +157,17 @@ def test_devices_tokens_and_update_check(service: Running, published: dict) -> N
     dev = admin.register_device("pi-kitchen", model="mobilenet_v2", channel="stable")
     token = dev.pop("token")
     assert token.startswith("edt_")
+    # the database holds only the token's hash
+    from sqlalchemy import create_engine, select
+
+    from cloud_sync.service._db import devices
+
+    engine = create_engine(service.settings.resolved_database_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(devices).where(devices.c.id == "pi-kitchen")).one()
+    engine.dispose()
+    assert row.token_sha256 == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in repr(tuple(row))
     me = CloudClient(service.url, token)
     upd = me.check_update(current_version=0)
     assert upd["update_available"] is True and upd["version"] == 1 and upd["url"] == published["url"]
