@@ -36,7 +36,7 @@ STATE_DIR=/var/lib/edge
 UNIT_PATH=/etc/systemd/system/edge-agent.service
 STAMP="$VENV/.edge-install"
 
-WHEEL="edge-runtime"
+WHEEL=""
 BUNDLE=""
 CONFIG=""
 EXTRAS=""
@@ -50,7 +50,8 @@ usage() {
     sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'USAGE'
 Options:
-  --wheel PATH|REQ   the edge-runtime wheel, or a pip requirement (default: edge-runtime from the index)
+  --wheel PATH|REQ   the edge-runtime wheel (pip wheel --no-deps PROJECT -w dist), or a pip
+                     requirement such as edge-runtime==0.1.0 when it is on your index (required)
   --bundle PATH      a model bundle (.tar.gz or directory) to install under /var/lib/edge/bundles/
   --config PATH      the agent config, installed as /etc/edge/agent.toml
   --profile NAME     device profile to install for instead of the detected one
@@ -78,6 +79,7 @@ done
 command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
     die "needs a Debian-based system (apt-get, dpkg-query)"
 command -v python3 >/dev/null || die "python3 not found (apt-get install python3)"
+[ -n "$WHEEL" ] || die "--wheel is required: the edge-runtime wheel file (see --help)"
 case "$WHEEL" in
     *.whl) [ -f "$WHEEL" ] || die "$WHEEL: no such wheel file"; WHEEL="$(readlink -f "$WHEEL")" ;;
     *[!A-Za-z0-9._=\<\>!~-]*)
