@@ -252,8 +252,9 @@ class Agent:
         self.start()
         try:
             assert self.pipeline is not None
-            stats = self.pipeline.run()
-            log.info("pipeline ended: %s", stats.as_dict())
+            if not self._stop.is_set():  # a SIGTERM during the start skips straight to the stop
+                stats = self.pipeline.run()
+                log.info("pipeline ended: %s", stats.as_dict())
         finally:
             self.shutdown()
         return self.exit_code
