@@ -332,11 +332,15 @@ class Agent:
             setter(model={"name": model.name, "version": model.version})
 
     # -- health ----------------------------------------------------------------------------------
+    def _stall_s(self) -> float:
+        """How long without a frame counts as hung: a whole watchdog period, or 30 s without one."""
+        interval = self.notifier.watchdog_interval_s
+        return 2 * interval if interval else 30.0
+
     def _progressing(self) -> bool:
         if self.phase != "running":
             return True  # start and stop are bounded by systemd's own timeouts
-        interval = self.notifier.watchdog_interval_s or 5.0
-        return time.monotonic() - self._last_progress < 2 * interval
+        return time.monotonic() - self._last_progress < self._stall_s()
 
     def _status_text(self) -> str:
         m = self.model
@@ -346,7 +350,7 @@ class Agent:
     def health(self) -> tuple[bool, dict[str, Any]]:
         m = self.model
         age = time.monotonic() - self._last_progress
-        ok = self.phase == "running" and age < 30.0
+        ok = self.phase == "running" and age < self._stall_s()
         body: dict[str, Any] = {
             "status": "ok" if ok else ("starting" if self.phase == "starting" else "stalled"),
             "device_id": self.config.device_id, "phase": self.phase,

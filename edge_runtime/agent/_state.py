@@ -194,7 +194,9 @@ class StateStore:
         """Serialise changes of pointers and state.json between threads and processes."""
         self.ensure()
         with self._lock:
-            fd = os.open(self.root / "state.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            # Read-only is enough for flock, and works whoever created the file (root running
+            # `edge agent rollback` beside the agent's own user).
+            fd = os.open(self.root / "state.lock", os.O_RDONLY | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
