@@ -257,6 +257,9 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     _device_routes(app)
     _inference_routes(app)
     _ops_routes(app)
+    from ._samples import sample_routes  # here, not at the top: _samples uses this module's auth
+
+    sample_routes(app, svc)
     static = files("cloud_sync.service").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
