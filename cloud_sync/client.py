@@ -290,6 +290,29 @@ class CloudClient:
         tag_file.unlink(missing_ok=True)
         return d
 
+    def upload_sample(self, image: bytes | str | Path, metadata: Mapping[str, Any] | None = None, *,
+                      content_type: str | None = None, timeout: float | None = None) -> Any:
+        """Send an image the device was unsure about, with what it knew of it, for the next training
+        set. Returns the stored sample; ``duplicate`` is true when these bytes were already stored
+        (a resend after a lost answer is harmless)."""
+        if isinstance(image, bytes):
+            data, ctype, name = image, content_type or _sniff(image), "sample"
+        else:
+            p = Path(image)
+            try:
+                data = p.read_bytes()
+            except OSError as exc:
+                raise ClientError(f"{p}: cannot read image ({exc.strerror})") from exc
+            ctype, name = content_type or mimetypes.guess_type(p.name)[0] or _sniff(data), p.name
+        boundary = "edge-" + os.urandom(16).hex()
+        meta = json.dumps(dict(metadata or {}), separators=(",", ":")).encode()
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
+                f"Content-Type: application/json\r\n\r\n").encode() + meta + \
+            (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{_q(name)}\"\r\n"
+             f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        return self._request("POST", "/api/v1/device/samples", body=body, timeout=timeout,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}).json()
+
     # -- inference -----------------------------------------------------------------------------
     def classify(self, image: bytes | str | Path, model: str, *, top_k: int = 5, version: int | None = None,
                  deadline: float | None = None, content_type: str | None = None) -> Any:
