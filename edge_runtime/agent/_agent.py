@@ -163,6 +163,9 @@ class Agent:
             self.telemetry = self._open_telemetry()
         startup = resolve_startup(cfg, keys=self.keys, store=self.store)
         self._adopt_startup(startup)
+        removed = self.store.collect_garbage()  # installs a kill interrupted, stale work directories
+        if removed:
+            log.info("removed leftovers: %s", ", ".join(removed))
         assert self.model is not None
         token = cfg.cloud_token()
         cloud = None
@@ -190,8 +193,8 @@ class Agent:
         if cfg.http.enabled:
             self.http = LocalHTTP(cfg.http.host, cfg.http.port, health=self.health, latest=lambda: self.latest)
             self.http.start()
-        if client is not None:
-            self.updater.start()
+        # Without a registry the thread still runs: probation verdicts and reloads (SIGHUP) are its job.
+        self.updater.start()
 
     def _adopt_startup(self, st: Startup) -> None:
         self.model = st.model

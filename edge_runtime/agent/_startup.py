@@ -24,7 +24,8 @@ from ._errors import StateError
 from ._state import AgentState, Pointer, StateStore, rollback_pointers
 from ._verify import ModelOptions, load_model, verify_bundle
 
-__all__ = ["Fallback", "Startup", "load_keys", "model_options", "resolve_startup", "verify_startup"]
+__all__ = ["Fallback", "Startup", "ensure_adopted", "load_keys", "model_options", "resolve_startup",
+           "verify_startup"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,32 @@ def _adopt(store: StateStore, config_bundle: Bundle, source: Path, keys: Sequenc
     with store.locked():
         store.write_pointer("current", Pointer(target.name, v))
     return verify_bundle(target, keys)
+
+
+def ensure_adopted(config: AgentConfig, *, keys: Sequence[PublicKey] | None = None,
+                   store: StateStore | None = None) -> Pointer | None:
+    """Adopt the configured bundle if nothing is installed yet (what a first start does), so that
+    a bundle installed by hand has a version to roll back to. Returns the ``current`` pointer."""
+    store = store or StateStore(config.state_dir)
+    keys = load_keys(config) if keys is None else keys
+    store.ensure()
+    with store.locked():
+        cur, prev = store.read_pointer("current"), store.read_pointer("previous")
+    if cur is not None or prev is not None:
+        return cur
+    src = config.model.bundle
+    work = store.staging / "config-bundle.work" if is_archive(src) else None
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    b = verify_bundle(src, keys, extract_to=work)
+    adopted = _adopt(store, b, src, keys)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    state = store.load()
+    state.highest_accepted = max(state.highest_accepted, adopted.manifest.version)
+    state.model_name = state.model_name or adopted.manifest.name
+    store.save(state)
+    return store.read_pointer("current")
 
 
 def resolve_startup(config: AgentConfig, *, keys: Sequence[PublicKey] | None = None,

@@ -414,6 +414,7 @@ class Updater:
         self._activate(model, ptr)
         reason = state.bad_versions.get(running_version)
         if reason is not None:
+            self.store.remove_model(running_version)
             self._emit("rolled_back", version=ptr.version, **{"from": running_version}, reason=reason)
         else:
             self._emit("model_reloaded", version=ptr.version, previous=running_version)

@@ -188,11 +188,12 @@ def install_cmd(ctx: click.Context, bundle: Path, config_path: Path | None) -> N
     """Install a signed bundle by hand (air-gapped devices): the same checks as an update
     (pinned keys, hashes, newer version, expiry, health check), then the atomic switch."""
     from ..agent import StateStore, Updater, UpdateRefused, resolve_startup
-    from ..agent._startup import load_keys, model_options
+    from ..agent._startup import ensure_adopted, load_keys, model_options
 
     cfg = _load(ctx, config_path)
     store = StateStore(cfg.state_dir)
     keys = load_keys(cfg)
+    ensure_adopted(cfg, keys=keys, store=store)  # the configured bundle is what a rollback goes back to
     st = resolve_startup(cfg, keys=keys, store=store, readonly=True)
     running = (st.model.name, st.model.version, st.pointer)
     st.model.close()

@@ -123,9 +123,8 @@ def test_notify_protocol_http_home_assistant_and_graceful_sigterm(
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
 
         # Home Assistant: retained discovery configs whose templates read the device's own topics
-        sub.wait(lambda: len(sub.payloads("homeassistant/sensor/svc-1_fps/config")) > 0
-                 and len(sub.payloads(f"edge/{device}/metrics")) > 0 and len(sub.payloads(f"edge/{device}/telemetry")) > 0,
-                 30, "discovery, metrics and telemetry")
+        wanted = ("homeassistant/sensor/svc-1_fps/config", f"edge/{device}/metrics", f"edge/{device}/telemetry")
+        sub.wait(lambda: all(sub.payloads(t) for t in wanted), 30, "discovery, metrics and telemetry")
         configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/")}
         assert set(configs) == {f"homeassistant/sensor/{device}_{f}/config"
                                 for f in ("label", "score", "path", "model_version", "fps")}
