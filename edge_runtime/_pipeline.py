@@ -255,6 +255,7 @@ class Pipeline:
         else:
             try:
                 if self.predictor is not None:
+                    frame.meta["preprocess_ms"] = prep.preprocess_ms  # for the predictor's latency_ms
                     rec = self.predictor(model, frame, prep.tensors)
                 else:
                     rec = self._local(model, frame, prep)

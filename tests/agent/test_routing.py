@@ -244,6 +244,8 @@ def test_offline_mode_never_touches_the_network(tmp_path: Path, keys, release, c
         for p in (CAT, SUNFLOWER, CAT):
             r = run.feed(p)
             assert (r["path"], r["route"]) == ("local", "offline-mode")
+            lat = r["latency_ms"]  # decode and preprocessing are counted, as in `edge run`
+            assert lat["preprocess"] > 0 and lat["total"] >= lat["preprocess"] + lat["inference"]
     finally:
         records = stop_agent(run)
     assert proxy.connections == 0
