@@ -16,6 +16,7 @@ when the config asks for them.
 from ._agent import Agent, RepeatSource
 from ._commands import CommandClient, UpdateNotice, discovery_messages
 from ._config import (
+    EXAMPLE_TOML,
     AgentConfig,
     BreakerConfig,
     CloudConfig,
@@ -46,6 +47,7 @@ from ._updater import Probation, Updater, UpdateResult
 from ._verify import ModelOptions, check_rules, health_check, verify_bundle
 
 __all__ = [
+    "EXAMPLE_TOML",
     "REFUSAL_REASONS",
     "Agent",
     "AgentConfig",

@@ -40,6 +40,7 @@ from ..telemetry._config import validate_device_id
 from ._errors import AgentConfigError
 
 __all__ = [
+    "EXAMPLE_TOML",
     "AgentConfig",
     "BreakerConfig",
     "CloudConfig",
@@ -54,6 +55,54 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge")
+
+#: A complete agent.toml for a Raspberry Pi under systemd (`edge agent example-config` prints it).
+EXAMPLE_TOML = """\
+# /etc/edge/agent.toml: the device agent (`edge agent --config /etc/edge/agent.toml`).
+device_id = "greenhouse-1"          # one MQTT topic level: letters, digits, . _ -
+state_dir = "/var/lib/edge"         # models/, staging/, pointers, state.json, outbox.db
+outputs = []                        # extra local outputs: "-", "/var/lib/edge/records.jsonl", "sqlite:///..."
+
+[model]
+bundle = "/opt/edge/bundles/mobilenet_v2-v1.tar.gz"   # first model and last fallback (signed)
+trusted_keys = ["/etc/edge/keys/release.pub"]         # pinned Ed25519 keys: nothing else is run
+threads = 4
+
+[source]
+spec = "picamera"                   # or 0 (USB camera), rtsp://..., a video file, a directory
+
+[router]
+mode = "cascade"                    # offline | online | cascade
+threshold = 0.6                     # cascade: ask the cloud below this local top score
+deadline_ms = 400                   # no frame waits on the network longer than this
+[router.breaker]
+failures = 3                        # failures in a row that open the breaker
+backoff_s = 5                       # first wait before a probe (doubles, jittered)
+backoff_max_s = 120
+
+[cloud]
+url = "https://edge-cloud.example.com"
+token_file = "/etc/edge/device.token"   # or EDGE_CLOUD_TOKEN in the unit's environment
+
+[telemetry]
+mqtt_url = "mqtts://broker.example.com:8883"
+username = "greenhouse-1"
+password_file = "/etc/edge/mqtt.password"   # or EDGE_MQTT_PASSWORD
+ca_file = "/etc/edge/ca.pem"
+
+[updates]
+poll_interval_s = 3600              # plus MQTT notices on edge/<device>/cmd/update
+max_bundle_bytes = 268435456
+rollback_after_failures = 5         # failing frames in a row after a switch that roll it back
+probation_frames = 500
+
+[http]
+enabled = true                      # GET /health and /latest on 127.0.0.1:8780
+port = 8780
+
+[home_assistant]
+enabled = false
+"""
 ENV_PREFIX = "EDGE_"
 #: secrets with a short variable of their own (the usual names in a systemd EnvironmentFile)
 ENV_ALIASES = {"EDGE_CLOUD_TOKEN": ("cloud", "token")}

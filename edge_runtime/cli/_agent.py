@@ -48,6 +48,7 @@ def agent_group(ctx: click.Context, config_path: Path | None) -> None:
       edge agent status --config agent.toml --json         which model a start would run
       edge agent rollback --config agent.toml              back to the previous model
       edge agent install mobilenet-v4.tar.gz -c agent.toml install a signed bundle by hand
+      edge agent example-config > agent.toml              a commented config to start from
     """
     ctx.obj = {"config": config_path}
     if ctx.invoked_subcommand is None:
@@ -124,6 +125,14 @@ def check_config_cmd(ctx: click.Context, config_path: Path | None, as_json: bool
     click.echo(f"    cloud: {cfg.cloud.url or 'none'}; updates: {'on' if cfg.updates_active else 'off'}; "
                f"telemetry: {t.mqtt_url if t.active else 'off'}; http: "
                f"{f'{cfg.http.host}:{cfg.http.port}' if cfg.http.enabled else 'off'}")
+
+
+@agent_group.command("example-config")
+def example_config_cmd() -> None:
+    """Print a complete, commented agent.toml to start from."""
+    from ..agent import EXAMPLE_TOML
+
+    click.echo(EXAMPLE_TOML, nl=False)
 
 
 @agent_group.command("status")

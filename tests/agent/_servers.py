@@ -166,6 +166,7 @@ class TcpProxy:
         self.delay_s = 0.0
         self.rate: float | None = None
         self.connections = 0
+        self.bytes_down = 0  # bytes sent from the service to the client
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -219,11 +220,11 @@ class TcpProxy:
                 return
             self._track(up)
             threading.Thread(target=self._pump, args=(conn, up, None), daemon=True).start()
-            self._pump(up, conn, self.rate)
+            self._pump(up, conn, self.rate, count=True)
         except OSError:
             conn.close()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, rate: float | None) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: float | None, count: bool = False) -> None:
         try:
             while True:
                 data = src.recv(16384)
@@ -232,6 +233,8 @@ class TcpProxy:
                 if rate:
                     time.sleep(len(data) / rate)
                 dst.sendall(data)
+                if count:
+                    self.bytes_down += len(data)
         except OSError:
             pass
         finally:

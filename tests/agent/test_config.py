@@ -115,6 +115,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           env=env_with_project(), cwd=ROOT, timeout=120)
 
 
+def test_the_example_config_is_valid(tmp_path: Path) -> None:
+    r = run_cli("agent", "example-config")
+    assert r.returncode == 0
+    p = tmp_path / "agent.toml"
+    p.write_text(r.stdout)
+    cfg = load_config(p, environ={})
+    assert (cfg.device_id, cfg.router.mode, cfg.router.breaker.backoff_max_s) == ("greenhouse-1", "cascade", 120)
+    assert cfg.updates_active and cfg.telemetry.active and cfg.http.enabled
+    assert cfg.telemetry.password_file == Path("/etc/edge/mqtt.password")
+
+
 def test_check_config_cli(tmp_path: Path, keys: tuple[Path, Path], release) -> None:
     data = {**BASE, "model": {"bundle": str(release(1)), "trusted_keys": [str(keys[1])]}}
     ok = run_cli("agent", "check-config", "--config", str(write(tmp_path, data)))

@@ -67,6 +67,9 @@ def device(tmp_path_factory: pytest.TempPathFactory, keys, other_keys, release, 
 
     for p in [*sorted(IMAGES.glob("*.png")), *sorted((IMAGES / "leaves").iterdir())]:
         (frames / p.name).symlink_to(p)
+    # six unreadable frames in a row each round: the source's fault, never counted against a model
+    for i in range(6):
+        (frames / f"zz-broken-{i}.png").write_bytes((IMAGES / "cat.png").read_bytes()[:300])
     cfg = load_config(data=agent_config(
         tmp, device_id=DEVICE, bundle=release(1), keys=keys, source=str(frames),
         cloud={"url": cloud.url, "token_file": str(token)},
@@ -104,7 +107,11 @@ def test_update_by_mqtt_notice_switches_between_frames(device: Device, release) 
     records = device.sink.records
     # every frame answered, in order, none lost or failed across the switch: 1 1 1 ... 2 2 2
     assert [r["frame"] for r in records] == list(range(len(records)))
-    assert all("error" not in r and r["top_k"] for r in records)
+    for r in records:
+        if "zz-broken" in r["source"]:
+            assert "image is corrupt or truncated" in r["error"], r
+        else:
+            assert "error" not in r and r["top_k"], r
     versions = [r["model"]["version"] for r in records]
     switch = versions.index(2)
     assert set(versions[:switch]) == {1} and set(versions[switch:]) == {2}
@@ -113,6 +120,26 @@ def test_update_by_mqtt_notice_switches_between_frames(device: Device, release) 
     state = store.load()
     assert state.highest_accepted == 2 and state.trial is None
     assert not any(p.name.endswith(".part") for p in store.staging.iterdir())
+
+
+def test_malformed_notices_are_ignored_and_the_device_keeps_serving(device: Device) -> None:
+    import paho.mqtt.client as mqtt
+
+    commands = device.agent.commands
+    assert commands is not None
+    started = len(device.events("update_started"))
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", commands.mqtt.port)
+    c.loop_start()
+    try:
+        for payload in (b"not json", b'{"version": "two"}', b'{"version": 0}', b"[1, 2]", b"x" * 20_000):
+            c.publish(f"edge/{DEVICE}/cmd/update", payload, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    wait_for(lambda: commands.malformed >= 5, 10, "the notices to be read")
+    device.frames_on(device.serving(), 5)
+    assert len(device.events("update_started")) == started
 
 
 def refused(device: Device, version: int, reason: str) -> dict[str, Any]:
