@@ -13,10 +13,12 @@ Threads::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .._errors import EdgeError
@@ -26,13 +28,14 @@ from .._sinks import Sink, open_sink
 from ..sources import Frame, Source, open_source
 from ._commands import CommandClient, UpdateNotice, discovery_messages
 from ._config import AgentConfig
-from ._errors import StateError
+from ._errors import StateError, UpdateRefused
 from ._http import LocalHTTP
 from ._router import CloudClassifier, Router
 from ._sdnotify import SdNotifier, Watchdog
 from ._startup import Startup, load_keys, model_options, resolve_startup
 from ._state import Pointer, StateStore
 from ._updater import Updater
+from ._verify import parse_expiry
 
 __all__ = ["Agent", "RepeatSource"]
 
@@ -204,6 +207,17 @@ class Agent:
             self.event("model_installed", version=st.model.version, source=str(self.config.model.bundle))
         for fb in st.fallbacks:
             self.event("model_fallback", **fb.as_dict())
+        expires = st.bundle.manifest.expires
+        if expires is not None:
+            try:
+                expired = parse_expiry(expires) < datetime.now(UTC)
+            except UpdateRefused:
+                expired = False
+            if expired:
+                # An expired bundle is not accepted as an update, but the model already running keeps
+                # serving: a device that stops answering is worse than one answering with an old model.
+                log.warning("the running model expired at %s; it keeps serving until an update arrives", expires)
+                self.event("model_expired", version=st.model.version, expires=expires)
         if st.rolled_back:
             self.event("rolled_back", version=st.rolled_back["to"], **{"from": st.rolled_back["from"]},
                        reason=st.rolled_back["reason"])
@@ -370,7 +384,7 @@ class Agent:
             last = self.updater.last_result
             body["updates"] = {"checks": self.updater.checks,
                                "probation": self.updater.probation.version if self.updater.probation else None,
-                               "last": last.__dict__ if last else None}
+                               "last": dataclasses.asdict(last) if last else None}
         with self._lock:
             body["events"] = list(self.events[-10:])
         return ok, body

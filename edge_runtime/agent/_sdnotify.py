@@ -57,6 +57,8 @@ class SdNotifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # Never block a frame on systemd: a full socket buffer drops the message instead.
+                    self._sock.setblocking(False)
                 self._sock.sendto(msg.encode(), addr)
             except OSError as exc:
                 # systemd gone or the socket replaced: not a reason to stop serving.

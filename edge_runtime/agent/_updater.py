@@ -185,6 +185,12 @@ class Updater:
                 log.error("updater: %s", exc)
                 self._emit("update_failed", stage="updater", error=str(exc))
                 next_poll = time.monotonic() + self._next_delay(UpdateResult("failed"))
+            except Exception as exc:
+                # Supervisor loop, so broad on purpose: a bug in one attempt must not end updates for
+                # the months the device runs; it is logged with its traceback and retried later.
+                log.exception("updater: unexpected error; retrying later")
+                self._emit("update_failed", stage="updater", error=f"{type(exc).__name__}: {exc}")
+                next_poll = time.monotonic() + self._next_delay(UpdateResult("failed"))
 
     def _next_delay(self, result: UpdateResult) -> float:
         if result.outcome in ("failed", "unreachable"):

@@ -6,6 +6,7 @@ from the registry, is found on disk after a restart, or is installed by hand.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from .._errors import BundleError, EdgeError, IntegrityError, SignatureError, Un
 from .._manifest import Manifest
 from .._model import Model, Prediction
 from .._signing import PublicKey
-from ._errors import UpdateRefused
+from ._errors import UpdateError, UpdateRefused
 
 __all__ = ["ModelOptions", "check_rules", "health_check", "load_model", "prediction_ok", "verify_bundle"]
 
@@ -54,6 +55,10 @@ def verify_bundle(path: Path, keys: Sequence[PublicKey], *, extract_to: Path | N
     except (IntegrityError, UnsafeArchiveError) as exc:
         raise UpdateRefused("integrity", str(exc)) from exc
     except BundleError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS):
+            # The disk, not the bundle: not a refusal, the next attempt may succeed.
+            raise UpdateError(f"cannot unpack {path}: {cause.strerror}") from exc
         raise UpdateRefused("integrity", str(exc)) from exc
 
 

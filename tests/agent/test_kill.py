@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime import load_image
-from edge_runtime.agent import StateStore, load_config, resolve_startup
+from edge_runtime.agent import StateError, StateStore, load_config, resolve_startup
 
 from ._servers import ROOT, CloudService, TcpProxy, env_with_project, wait_for
 from .conftest import IMAGES, admin, agent_config, register, start_service, write_config
@@ -110,7 +110,7 @@ def steady(state_dir: Path) -> bool:
     store = StateStore(state_dir)
     try:
         cur, state = store.read_pointer("current"), store.load()
-    except Exception:  # noqa: BLE001 - a corrupt state is what the assertions below report
+    except StateError:  # a corrupt state is what the assertions below report
         return False
     return (cur is not None and cur.version == 2 and state.trial is None) or 2 in state.bad_versions
 
