@@ -164,11 +164,12 @@ class Agent:
         cfg = self.config
         if cfg.telemetry.active:
             self.telemetry = self._open_telemetry()
-        startup = resolve_startup(cfg, keys=self.keys, store=self.store)
-        self._adopt_startup(startup)
+        self.store.ensure()
         removed = self.store.collect_garbage()  # installs a kill interrupted, stale work directories
         if removed:
             log.info("removed leftovers: %s", ", ".join(removed))
+        startup = resolve_startup(cfg, keys=self.keys, store=self.store)
+        self._adopt_startup(startup)
         assert self.model is not None
         token = cfg.cloud_token()
         cloud = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._bundle import Bundle, is_archive, safe_extract
+from .._bundle import Bundle, is_archive
 from .._errors import EdgeError
 from .._model import Model
 from .._signing import PublicKey, load_public_key
@@ -88,22 +88,23 @@ def _open_installed(store: StateStore, ptr: Pointer, keys: Sequence[PublicKey], 
     return bundle
 
 
-def _adopt(store: StateStore, config_bundle: Bundle, source: Path, keys: Sequence[PublicKey]) -> Bundle:
-    """Copy the configured bundle into models/v<N> and point ``current`` at it (first start)."""
+def _adopt(store: StateStore, config_bundle: Bundle, keys: Sequence[PublicKey]) -> Bundle:
+    """Put the configured bundle into models/v<N> and point ``current`` at it (first start).
+
+    An archive was already unpacked into staging by its verification: that directory is moved in.
+    A bundle directory is copied (the user's files are never moved)."""
     v = config_bundle.manifest.version
-    work = store.staging / f"adopt-v{v}.work"
-    shutil.rmtree(work, ignore_errors=True)
-    if is_archive(source):
-        work.mkdir(parents=True)
-        safe_extract(source, work)
-        entries = list(work.iterdir())
-        root = entries[0] if len(entries) == 1 and entries[0].is_dir() else work
-    else:
-        shutil.copytree(config_bundle.root, work)
+    root = Path(config_bundle.root)
+    work: Path | None = None
+    if store.staging not in root.parents:
+        work = store.staging / f"adopt-v{v}.work"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(root, work)
         root = work
-    verify_bundle(root, keys)  # the copy, not only the original, must be whole
+        verify_bundle(root, keys)  # the copy, not only the original, must be whole
     target = store.install_dir(root, v)
-    shutil.rmtree(work, ignore_errors=True)
+    if work is None:
+        shutil.rmtree(store.staging / "config-bundle.work", ignore_errors=True)
     with store.locked():
         store.write_pointer("current", Pointer(target.name, v))
     return verify_bundle(target, keys)
@@ -124,10 +125,7 @@ def ensure_adopted(config: AgentConfig, *, keys: Sequence[PublicKey] | None = No
     work = store.staging / "config-bundle.work" if is_archive(src) else None
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)
-    b = verify_bundle(src, keys, extract_to=work)
-    adopted = _adopt(store, b, src, keys)
-    if work is not None:
-        shutil.rmtree(work, ignore_errors=True)
+    adopted = _adopt(store, verify_bundle(src, keys, extract_to=work), keys)
     state = store.load()
     state.highest_accepted = max(state.highest_accepted, adopted.manifest.version)
     state.model_name = state.model_name or adopted.manifest.name
@@ -209,7 +207,7 @@ def resolve_startup(config: AgentConfig, *, keys: Sequence[PublicKey] | None = N
         first_boot = cur is None and pointers["previous"] is None and not any(
             f.candidate in ("current", "previous") for f in fallbacks)
         if first_boot and not readonly:
-            b = _adopt(store, b, src, keys)
+            b = _adopt(store, b, keys)
             adopted = True
             chosen = ("current", b, Pointer(b.root.name, b.manifest.version))
         else:

@@ -299,9 +299,14 @@ class StateStore:
         """
         removed: list[str] = []
         with self.locked():
-            names = {p.dir for p in (self._safe_pointer("current"), self._safe_pointer("previous")) if p}
-            for d in sorted(self.models.iterdir()) if self.models.exists() else []:
-                if d.name not in names:
+            try:
+                names = {p.dir for p in (self.read_pointer("current"), self.read_pointer("previous")) if p}
+            except StateError as exc:
+                # Which directory a corrupt pointer meant is unknown: keep every model directory.
+                log.warning("not removing old models: %s", exc)
+                names = None
+            for d in sorted(self.models.iterdir()) if self.models.exists() and names is not None else []:
+                if names is not None and d.name not in names:
                     self._remove_tree(d) if d.is_dir() else d.unlink()
                     removed.append(f"models/{d.name}")
         for d in sorted(self.staging.iterdir()) if self.staging.exists() else []:

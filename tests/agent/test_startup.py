@@ -141,3 +141,20 @@ def test_rollback_pointers_and_the_agent_lock(tmp_path: Path, keys, release) -> 
     finally:
         store.release_agent_lock()
     assert StateStore(cfg.state_dir).running_agent_pid() is None
+
+
+def test_leftovers_are_collected_but_never_what_a_pointer_might_name(tmp_path: Path, keys, release) -> None:
+    cfg = config(tmp_path, keys, release(1))
+    store = install_v2(cfg, release)
+    shutil.copytree(store.model_dir(2), store.model_dir(3))  # an install a kill left before its switch
+    (store.staging / "v3.work").mkdir()
+    part = store.staging / "mobilenet_v2-v4.tar.gz.part"
+    part.write_bytes(b"half a download")
+    removed = store.collect_garbage()
+    assert sorted(removed) == ["models/v3", "staging/v3.work"]
+    assert part.exists()  # resumed by the next attempt
+    assert sorted(p.name for p in store.models.iterdir()) == ["v1", "v2"]
+    shutil.copytree(store.model_dir(2), store.model_dir(3))
+    (cfg.state_dir / "previous").write_text("garbage")  # which version did it name? unknown: keep all
+    assert store.collect_garbage() == []
+    assert sorted(p.name for p in store.models.iterdir()) == ["v1", "v2", "v3"]
