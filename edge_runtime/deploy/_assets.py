@@ -265,6 +265,8 @@ StartLimitIntervalSec=0
 Type=notify
 NotifyAccess=main
 ExecStart=/opt/edge/venv/bin/edge agent --config /etc/edge/agent.toml
+# SIGHUP: re-read which model to run (after `edge agent rollback` or `edge agent install`).
+ExecReload=/bin/kill -HUP $MAINPID
 User=edge
 Group=edge
 # Camera devices (/dev/video*, the Pi camera's media and DMA heap nodes) belong to group video.
