@@ -53,7 +53,8 @@ def softmax_regression_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -
         nodes, "softmax_regression",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n_in])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_out])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W"), numpy_helper.from_array(bias.astype(np.float32), "B")],
+        [numpy_helper.from_array(weights.astype(np.float32), "W"),
+         numpy_helper.from_array(bias.astype(np.float32), "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
