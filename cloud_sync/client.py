@@ -1,4 +1,4 @@
-"""A small HTTP client for the cloud service, for devices and admins alike (stdlib only).
+"""A small HTTP client for the cloud service, for devices and admins alike (stdlib and edge_runtime only).
 
 Every call has a deadline: ``timeout`` bounds the whole call (connect, send, every read), not
 just one socket operation, so a device's online mode never waits longer than it said it would.
@@ -10,7 +10,6 @@ just one socket operation, so a device's online mode never waits longer than it 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -23,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge_runtime import sha256_file
 
 from ._errors import CloudError
 
@@ -281,7 +282,7 @@ class CloudClient:
             conn.close()
         want = sha256 or (new_tag.strip('"') if new_tag else None)
         if want is not None:
-            got = _sha256(part)
+            got = sha256_file(part)
             if got != want:
                 part.unlink(missing_ok=True)
                 tag_file.unlink(missing_ok=True)
@@ -384,12 +385,6 @@ def _total_size(resp: http.client.HTTPResponse) -> int | None:
     return int(cl) if cl and cl.isdigit() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sniff(data: bytes) -> str:

@@ -7,7 +7,7 @@ framework, FastAPI or SQLAlchemy.
 
 from __future__ import annotations
 
-from ._bundle import Bundle, open_bundle, pack_bundle, safe_extract, sign_bundle, write_bundle
+from ._bundle import Bundle, open_bundle, pack_bundle, safe_extract, sha256_file, sign_bundle, write_bundle
 from ._errors import (
     BackendError,
     BackendUnavailableError,
@@ -75,6 +75,7 @@ __all__ = [
     "open_sink",
     "pack_bundle",
     "safe_extract",
+    "sha256_file",
     "sign_bundle",
     "write_bundle",
 ]

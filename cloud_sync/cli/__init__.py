@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from edge_runtime.cli import LazyGroup
 
 __all__ = ["COMMANDS", "cloud_group"]
 
@@ -17,31 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
-        module_name, attr = entry[0].split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            missing = getattr(exc, "name", None) or str(exc)
-            raise click.ClickException(
-                f"`edge cloud {cmd_name}` needs a package that is not installed ({missing}); "
-                "install the cloud extra: pip install 'edge-runtime[cloud]'"
-            ) from exc
-        cmd: click.Command = getattr(module, attr)
-        return cmd
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+class _CloudGroup(LazyGroup):
+    commands_table = COMMANDS
+    extra_hint = "install the cloud extra: pip install 'edge-runtime[cloud]'"
 
 
-@click.group("cloud", cls=_LazyGroup)
+@click.group("cloud", cls=_CloudGroup)
 def cloud_group() -> None:
     """Cloud side: the service, telemetry ingestion, broker configuration."""

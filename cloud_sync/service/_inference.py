@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import BundleError, EdgeError, Model, open_bundle
+from edge_runtime import BundleError, EdgeError, Model, open_bundle, sha256_file
 from edge_runtime._signing import PublicKey
 from edge_runtime.backends import Backend, BackendOptions, load_backend
 
@@ -248,7 +247,7 @@ class ModelManager:
         try:
             archive = workdir / "bundle.tar.gz"
             self.store.get_to_file(rec.storage_key, archive, rec.size)
-            if _sha256(archive) != rec.sha256:
+            if sha256_file(archive) != rec.sha256:
                 raise StorageError(f"{rec.name} v{rec.version}: stored bundle does not match its sha256",
                                    code="blob_corrupt")
             # Verified again here: the object store is not trusted more than the uploader was.
@@ -295,10 +294,4 @@ class ModelManager:
             await self._unload(lm)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 

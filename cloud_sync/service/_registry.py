@@ -6,7 +6,6 @@ the row that points at them is committed, so no replica ever sees a version with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from edge_runtime import (
     UnsafeArchiveError,
     open_bundle,
     safe_extract,
+    sha256_file,
 )
 from edge_runtime._signing import PublicKey
 
@@ -84,12 +84,6 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Registry:
@@ -134,7 +128,7 @@ class Registry:
                                          code="bad_manifest") from exc
             if (exp if exp.tzinfo else exp.replace(tzinfo=UTC)) <= utcnow():
                 raise UnprocessableError(f"bundle expired at {manifest.expires}", code="expired")
-        digest = _sha256(archive)
+        digest = sha256_file(archive)
         size = archive.stat().st_size
         name, version = manifest.name, manifest.version
         key = f"{name}/{version}/{digest}.tar.gz"

@@ -16,7 +16,7 @@ import click
 
 from ._common import run_cli
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
 # name -> "module:attribute"; the order is the order of `edge --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,11 +39,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when run.
+
+    ``commands_table`` maps a name to ``("module:attribute", short help)``; ``extra_hint`` says
+    which install fixes a missing package. ``edge`` and ``edge cloud`` both use it.
+    """
+
+    commands_table: dict[str, tuple[str, str]] = COMMANDS
+    extra_hint = "install the matching extra, e.g. pip install 'edge-runtime[all]'"
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(self.commands_table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
+        entry = self.commands_table.get(cmd_name)
         if entry is None:
             return None
         module_name, attr = entry[0].split(":")
@@ -52,17 +61,16 @@ class LazyGroup(click.Group):
         except ImportError as exc:
             missing = getattr(exc, "name", None) or str(exc)
             raise click.ClickException(
-                f"`edge {cmd_name}` needs a package that is not installed ({missing}); "
-                "install the matching extra, e.g. pip install 'edge-runtime[all]'"
+                f"`{ctx.command_path} {cmd_name}` needs a package that is not installed ({missing}); "
+                f"{self.extra_hint}"
             ) from exc
         cmd: click.Command = getattr(module, attr)
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help from the table so `edge --help` imports no command module.
-        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        # Short help from the table, so that --help imports no command module.
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            formatter.write_dl([(name, help_) for name, (_, help_) in self.commands_table.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
