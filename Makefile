@@ -42,12 +42,11 @@ apt:
 install-test: apt install-demo
 	$(PIP) install -q '$(TORCH)' -e '.[all,test]'
 
-test: install-test
+test: install-test lint typecheck
 	$(PYTHON) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check edge_runtime converters device_profiles cloud_sync scripts tests
-	$(PYTHON) -m ruff format --check edge_runtime device_profiles || true
+	$(PYTHON) -m ruff check .
 
 typecheck:
 	$(PYTHON) -m mypy edge_runtime converters device_profiles cloud_sync
