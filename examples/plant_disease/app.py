@@ -32,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cloud_sync.client import ClientError, CloudClient, HTTPStatusError
+from cloud_sync.client import ClientError, CloudClient
 from edge_runtime import EdgeError, Model
 from edge_runtime.agent import BreakerConfig, CloudClassifier, RepeatSource, Router, RouterConfig
 from edge_runtime.sources import Frame, Source, open_source
@@ -49,13 +50,11 @@ from edge_runtime.telemetry import Telemetry, TelemetryError, open_telemetry, va
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper modules, wherever run from
 
 from leaf_advice import DEFAULT_ADVICE, AdviceBook, AdviceError
-from leaf_samples import SampleStore, Uploader, UploadFailed, UploadRejected
+from leaf_samples import SampleStore, Uploader, cloud_sender
 from leaf_web import LatestView, StepGate, WebServer
 
 log = logging.getLogger("plant_disease.app")
 
-#: the cloud refuses these for good (bad image, too large): retrying the same bytes cannot help
-_PERMANENT = {400, 413, 415, 422}
 _AS_IS = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
 _DISPLAY_MAX = 800  # px: the page's picture; the kept sample keeps the full frame
 
@@ -150,6 +149,7 @@ class App:
         # the start releases what was opened (last opened, first closed).
         self._parts = contextlib.ExitStack()
         self._closed = False
+        self._end_reason = "end of source"
         try:
             self.advice = AdviceBook.load(args.advice)
             self.model = self._parts.enter_context(Model.load(args.bundle))
@@ -168,8 +168,8 @@ class App:
             data_dir: Path = args.data_dir
             self.samples = SampleStore(args.unsure_dir or data_dir / "unsure", args.unsure_max)
             if args.cloud:
-                self.cloud_client = CloudClient(args.cloud, args.token, timeout=30.0)
-                self.uploader = Uploader(self.samples, self._upload, interval=args.upload_interval)
+                send = cloud_sender(CloudClient(args.cloud, args.token), args.device_id)
+                self.uploader = Uploader(self.samples, send, interval=args.upload_interval)
                 self._parts.callback(self.uploader.stop)
             if args.mqtt:
                 self.telemetry = open_telemetry(args.mqtt, args.device_id, args.outbox or data_dir / "outbox.db",
@@ -191,18 +191,6 @@ class App:
             return first
         first.close()
         return RepeatSource(lambda: open_source(spec))
-
-    # -- the cloud side of samples --------------------------------------------------------
-    def _upload(self, data: bytes, content_type: str, meta: dict[str, Any]) -> Any:
-        try:
-            return self.cloud_client.upload_sample(data, {**meta, "device_id": self.args.device_id},
-                                                   content_type=content_type, timeout=30.0)
-        except HTTPStatusError as exc:
-            if exc.status in _PERMANENT:
-                raise UploadRejected(str(exc)) from exc
-            raise UploadFailed(str(exc)) from exc
-        except ClientError as exc:  # unreachable, reset, deadline, an unreadable answer
-            raise UploadFailed(str(exc)) from exc
 
     # -- running ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -228,27 +216,41 @@ class App:
     def _run_loop(self) -> None:
         assert self.source is not None
         it = iter(self.source)
-        reason = "end of source"
+        # A folder or video is read one frame ahead, so its end shows on the page (and in step
+        # mode the button says so) right after the last frame, not at the next press. A camera
+        # is not: a frame taken ahead would be stale by the time it is classified.
+        ahead = not self.source.live
+        upcoming = self._take(it) if ahead else None
         while not self.stop_event.is_set():
+            if ahead and upcoming is None:
+                break
             if self.gate is not None and not self.gate.wait(self.stop_event):
                 break
-            try:
-                frame = next(it)
-            except StopIteration:
-                break
-            except EdgeError as exc:  # a camera that stopped delivering
-                log.error("the source failed: %s", exc)
-                reason = f"source failed: {exc}"
-                self.view.publish({"error": str(exc), "frame": None, "source": self.args.source,
-                                   "has_frame": False}, None)
+            frame = upcoming if ahead else self._take(it)
+            if frame is None:
                 break
             self.process(frame)
+            if ahead:
+                upcoming = self._take(it)
             if self.args.interval > 0 and self.stop_event.wait(self.args.interval):
                 break
         if not self.stop_event.is_set():
-            log.info("%s after %d frame(s); the page keeps the last one", reason, self.frames + self.errors)
+            log.info("%s after %d frame(s); the page keeps the last one", self._end_reason, self.frames + self.errors)
             self.view.set_flags(finished=True)
             self._event("source_finished", frames=self.frames, errors=self.errors, unsure=self.unsure)
+
+    def _take(self, it: Iterator[Frame]) -> Frame | None:
+        """The next frame, or None at the end of the source or when it failed (shown on the page)."""
+        try:
+            return next(it)
+        except StopIteration:
+            return None
+        except EdgeError as exc:  # a camera that stopped delivering
+            log.error("the source failed: %s", exc)
+            self._end_reason = f"source failed: {exc}"
+            self.view.publish({"error": str(exc), "frame": None, "source": self.args.source, "has_frame": False},
+                              None)
+            return None
 
     def process(self, frame: Frame) -> dict[str, Any]:
         """Classify one frame, show it, keep it if unsure, send its record to telemetry."""

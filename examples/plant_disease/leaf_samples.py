@@ -23,9 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Sample", "SampleStore", "UploadFailed", "UploadRejected", "Uploader"]
+if TYPE_CHECKING:
+    from cloud_sync.client import CloudClient
+
+__all__ = ["PERMANENT_STATUSES", "Sample", "SampleStore", "UploadFailed", "UploadRejected", "Uploader",
+           "cloud_sender"]
 
 log = logging.getLogger("plant_disease.samples")
 
@@ -154,6 +158,29 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 Send = Callable[[bytes, str, dict[str, Any]], Any]
+
+#: the cloud refuses these for good (bad image, too large, bad metadata): resending cannot help
+PERMANENT_STATUSES = frozenset({400, 413, 415, 422})
+
+
+def cloud_sender(client: CloudClient, device_id: str, *, timeout: float = 30.0) -> Send:
+    """``send`` for :class:`Uploader` through ``CloudClient.upload_sample``: a refusal of the sample
+    itself is UploadRejected; anything else (offline, deadline, 5xx, a revoked token that an admin
+    may restore) is UploadFailed, so the sample waits."""
+    from cloud_sync.client import ClientError, HTTPStatusError
+
+    def send(data: bytes, content_type: str, meta: dict[str, Any]) -> Any:
+        try:
+            return client.upload_sample(data, {**meta, "device_id": device_id}, content_type=content_type,
+                                        timeout=timeout)
+        except HTTPStatusError as exc:
+            if exc.status in PERMANENT_STATUSES:
+                raise UploadRejected(str(exc)) from exc
+            raise UploadFailed(str(exc)) from exc
+        except ClientError as exc:  # unreachable, reset, deadline, an answer that is not JSON
+            raise UploadFailed(str(exc)) from exc
+
+    return send
 
 
 class Uploader:
