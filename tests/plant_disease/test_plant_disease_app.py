@@ -475,3 +475,71 @@ def test_app_refuses_a_missing_bundle_with_a_clear_message(tmp_path: Path) -> No
                            "--source", str(LEAVES), "--port", "0", "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=_env())
     assert proc.returncode == 2 and "error:" in proc.stderr and "nope" in proc.stderr, proc.stderr[-2000:]
+
+
+# -- the Raspberry Pi camera (the picamera2 stand-in: the only fake) ------------------------------
+@pytest.fixture
+def picamera(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from edge_runtime import load_image
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "fakes"))
+    sys.modules.pop("picamera2", None)
+    import picamera2
+
+    cam = picamera2.Picamera2
+    monkeypatch.setattr(cam, "frames", [load_image(LEAVES / "Late_blight.JPG")])
+    monkeypatch.setattr(cam, "frame_interval", 0.02)  # a camera delivers at its own pace
+    monkeypatch.setattr(cam, "max_frames", None)
+    monkeypatch.setattr(cam, "instances", [])
+    yield cam
+    sys.modules.pop("picamera2", None)
+
+
+def _load_app_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plant_disease_app", EXAMPLE / "app.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pi_camera_frames_are_classified_kept_when_unsure_and_a_dying_camera_does_not_crash_the_app(
+        trained: Trained, picamera: Any, tmp_path: Path) -> None:
+    mod = _load_app_module()
+    app = mod.App(mod.parse_args(["--bundle", str(trained.tflite_int8), "--source", "picamera", "--step",
+                                  "--port", "0", "--threshold", "0.99", "--data-dir", str(tmp_path)]))
+    runner = threading.Thread(target=app.run, daemon=True)
+    runner.start()
+    url = f"http://127.0.0.1:{app.web.port}"
+    try:
+        assert httpx.post(url + "/api/next", timeout=30).status_code == 202
+        latest = _wait("the camera frame on the page", lambda: (d := httpx.get(url + "/api/latest").json())
+                       ["seq"] == 1 and d)
+        assert latest["source"] == "picamera:0" and latest["label"] == "Late_blight"
+        assert latest["advice"]["name"] == "Late blight" and latest["path"] == "local" and latest["unsure"]
+        # The frame as the camera gave it (640x480, the stand-in's preview size), in true colours.
+        shown = Image.open(io.BytesIO(httpx.get(url + "/frame.jpg").content))
+        assert shown.size == (640, 480)
+        assert _same_picture(httpx.get(url + "/frame.jpg").content, LEAVES / "Late_blight.JPG")
+        # No file behind a camera frame: the unsure frame is kept as a JPEG of the frame itself.
+        (kept,) = sorted((tmp_path / "unsure").glob("*.jpg"))
+        assert Image.open(kept).size == (640, 480)
+        assert json.loads(kept.with_suffix(".json").read_text())["source"] == "picamera:0"
+
+        # The camera stops delivering ("Camera frontend has timed out!"): shown, and the app lives on.
+        picamera.max_frames = picamera.instances[0].captured
+
+        def ended() -> bool:
+            httpx.post(url + "/api/next", timeout=30)
+            d = httpx.get(url + "/api/latest", timeout=30).json()
+            return bool(d["finished"]) and "timed out" in str(d["error"])
+
+        _wait("the camera failure on the page", ended, 60, 0.3)
+        assert runner.is_alive() and httpx.get(url + "/api/status", timeout=30).json()["frames"] >= 1
+        assert httpx.post(url + "/api/next", timeout=30).status_code == 409  # no more frames
+    finally:
+        app.stop()
+        runner.join(30)
+    assert not runner.is_alive()
