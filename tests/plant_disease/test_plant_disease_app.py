@@ -543,3 +543,33 @@ def test_pi_camera_frames_are_classified_kept_when_unsure_and_a_dying_camera_doe
         app.stop()
         runner.join(30)
     assert not runner.is_alive()
+
+
+def test_a_cloud_that_never_answers_costs_a_deadline_not_the_app(trained: Trained, tmp_path: Path) -> None:
+    """A black hole: the cloud's address accepts connections and never answers (a dead uplink
+    behind a NAT, a hung server). Frames get the device's answer after the deadline; the upload
+    stuck in its call does not stop the app from serving or from shutting down cleanly."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # accepted by the kernel, never read
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    photos = _leaf_files()[:3]
+    for p in photos:
+        shutil.copy(p, frames / p.name)
+    try:
+        with run_app(tmp_path, "--bundle", str(trained.tflite_int8), "--source", str(frames), "--threshold", "0.99",
+                     "--cloud", f"http://127.0.0.1:{hole.getsockname()[1]}", "--token", "t", "--deadline-ms", "300",
+                     "--upload-interval", "0.5", "--data-dir", str(tmp_path / "data")) as app:
+            def finished() -> dict[str, Any] | None:
+                st: dict[str, Any] = app.get("/api/status")
+                return st if st["finished"] else None
+
+            status = _wait("the folder to be done", finished)
+            assert status["frames"] == 3 and status["samples"]["uploaded"] == 0
+            assert set(status["cloud"]["routes"]) <= {"cloud-timeout", "breaker-open"}, status["cloud"]
+            assert status["cloud"]["routes"].get("cloud-timeout", 0) >= 1
+            latest = app.get("/api/latest")
+            assert latest["label"] == photos[-1].stem and latest["path"] == "local" and latest["unsure"]
+    finally:
+        hole.close()
