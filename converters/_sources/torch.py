@@ -145,7 +145,10 @@ class _TorchBase(Source):
         if self._is_image():
             # TFLite's kernels and every TFLite image pipeline are NHWC; litert-torch transposes
             # at the boundary and its passes fold the transposes into the convolutions.
-            module = litert_torch.to_channel_last_io(module, args=[0]).eval()
+            module = litert_torch.to_channel_last_io(module, args=[0])
+            # The wrapped model is in eval mode already (see load); .eval() here would recurse
+            # into a torch.export module, which refuses train()/eval() calls.
+            module.training = False
             shape = [shape[0], shape[2], shape[3], shape[1]]
         try:
             with quiet("litert_torch.convert"):
@@ -273,7 +276,11 @@ class TorchExportSource(_TorchBase):
         if example and example[0]:
             fallback = list(example[0][0].shape)
         self.input_shape = self._shape(fallback)
-        self.module = program.module()
+        module = program.module()
+        # Exported modules refuse .eval(); torch has a dedicated call that switches the ops
+        # whose behaviour depends on the mode (dropout, batch norm) to inference.
+        move = getattr(getattr(torch, "ao", None) and torch.ao.quantization, "move_exported_model_to_eval", None)
+        self.module = move(module) if move is not None else module
         self._probe(self.module)
 
     def _onnx_exportable(self) -> Any:

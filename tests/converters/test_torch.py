@@ -94,6 +94,14 @@ def test_torch_export_program_to_onnx(trained: tuple[Path, TinyCNN, np.ndarray])
                                atol=1e-4)
 
 
+def test_torch_export_program_to_tflite(trained: tuple[Path, TinyCNN, np.ndarray]) -> None:
+    d, model, x = trained
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 32, 32),)), d / "tiny-tfl.pt2")
+    report = convert(d / "tiny-tfl.pt2", d / "pt2-tfl", to="tflite", latency_runs=3)
+    np.testing.assert_allclose(_bundle_logits(report.variant("float").bundle, x[:4], nhwc=True),
+                               _logits(model, x[:4]), atol=1e-4)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("factory", "message"), [
     ("no_such_pkg.models:build", "cannot import module 'no_such_pkg.models'"),
