@@ -29,6 +29,7 @@ from ._imaging import load_image
 from ._make import ModelDescription, describe_model, make_bundle, model_format
 from ._manifest import FileEntry, Manifest, Postprocess, Preprocess, Quantization, TensorSpec
 from ._model import Model, Prediction
+from ._pipeline import Pipeline, PipelineStats, error_record, make_record
 from ._signing import generate_keypair, load_private_key, load_public_key
 from ._sinks import JsonlSink, Sink, SqliteSink, StreamSink, open_sink
 from ._version import __version__
@@ -51,6 +52,8 @@ __all__ = [
     "Model",
     "ModelDescription",
     "ModelError",
+    "Pipeline",
+    "PipelineStats",
     "Postprocess",
     "Prediction",
     "Preprocess",
@@ -65,11 +68,13 @@ __all__ = [
     "UnsafeArchiveError",
     "__version__",
     "describe_model",
+    "error_record",
     "generate_keypair",
     "load_image",
     "load_private_key",
     "load_public_key",
     "make_bundle",
+    "make_record",
     "model_format",
     "open_bundle",
     "open_sink",
