@@ -20,7 +20,7 @@ __all__ = ["broker_config_cmd"]
 @click.option("--certfile", type=click.Path(dir_okay=False, path_type=Path), help="Broker TLS certificate.")
 @click.option("--keyfile", type=click.Path(dir_okay=False, path_type=Path), help="Broker TLS key.")
 @click.option("--require-certificate", is_flag=True, help="Devices must present a certificate signed by --cafile.")
-@click.option("--window", type=click.IntRange(1, 1000), default=16, show_default=True,
+@click.option("--window", type=click.IntRange(1, 1000), default=32, show_default=True,
               help="Devices' unconfirmed-message window (sizes the ingester's queue on the broker).")
 @click.option("--user", "run_as", help="Account Mosquitto runs as; it gets passwd, acl and the data directory "
                                        "(default when run as root: mosquitto).")

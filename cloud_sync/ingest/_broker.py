@@ -161,7 +161,7 @@ def write_broker_config(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     require_certificate: bool = False,
-    device_window: int = 16,
+    device_window: int = 32,
     run_as: str | None = None,
 ) -> BrokerFiles:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.toml`` into ``out_dir``.

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, case, func, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -70,6 +71,13 @@ log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("edge/+/telemetry", "edge/+/metrics", "edge/+/events", "edge/+/status")
 _TABLES = {"telemetry": telemetry_records, "metrics": telemetry_metrics, "events": telemetry_events}
+# The typed columns each row builder fills, in its order (the record tables' columns between
+# idx and record); checked here so a new column cannot silently shift the values.
+_ROW_COLUMNS = {kind: list(ROW_BUILDERS[kind]({}).keys()) for kind in _TABLES}
+for _kind, _table in _TABLES.items():
+    _expected = [c.name for c in _table.columns][4:-1]  # id, device_id, seq, idx ... record
+    if _ROW_COLUMNS[_kind] != _expected:
+        raise ImportError(f"{_table.name}: row builder columns {_ROW_COLUMNS[_kind]} != table {_expected}")
 _SAMPLE_BYTES = 64 * 1024
 
 
@@ -373,19 +381,23 @@ class Ingester:
                                                                telemetry_messages.c.seq)
             fresh = {(r[0], r[1]) for r in conn.execute(stmt, msg_rows)}
             out.duplicates += len(msg_rows) - len(fresh)
-            rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
             for key in fresh:
                 env = envelopes[key].envelope
                 assert env is not None
                 build = ROW_BUILDERS[env.kind]
+                t = self._time
                 for idx, rec in enumerate(env.records):
-                    rows[env.kind].append({"device_id": env.device_id, "seq": env.seq, "idx": idx, **build(rec),
-                                           "record": rec})
+                    extracted = build(rec)
+                    extracted["ts"] = t(extracted["ts"])
+                    # pydantic-core's encoder: several times faster than json.dumps on the hot path
+                    rows[env.kind].append((env.device_id, env.seq, idx, *extracted.values(),
+                                           to_json(rec).decode("utf-8")))
                 d = seen(env.device_id)
                 d["last_seq"] = max(env.seq, d["last_seq"] or 0)
                 out.messages += 1
             for kind, kind_rows in rows.items():
-                conn.execute(insert(_TABLES[kind]), kind_rows)
+                conn.exec_driver_sql(self._insert_sql(kind), kind_rows)
                 out.records += len(kind_rows)
         if out.rejected:
             conn.execute(insert(telemetry_rejects), [
@@ -395,6 +407,28 @@ class Ingester:
         for dev in devices.values():
             self._upsert_device(conn, dev)
         return out
+
+    def _insert_sql(self, kind: str) -> str:
+        """One INSERT per record table for the driver's executemany.
+
+        Record rows are the bulk of the work; SQLAlchemy's per-row parameter processing cost more
+        than the database itself, so these rows go to the driver directly (the column order is
+        the row builder's, checked against the table at import).
+        """
+        cols = ["device_id", "seq", "idx", *_ROW_COLUMNS[kind], "record"]
+        if self._dialect == "postgresql":
+            marks = ", ".join("CAST(%s AS JSONB)" if c == "record" else "%s" for c in cols)
+        else:
+            marks = ", ".join("?" for _ in cols)
+        return f"INSERT INTO {_TABLES[kind].name} ({', '.join(cols)}) VALUES ({marks})"
+
+    def _time(self, t: datetime | None) -> Any:
+        if t is None or self._dialect != "sqlite":
+            return t
+        # SQLAlchemy's own SQLite DATETIME text form (UTC), so reads through the Table work as usual.
+        if t.utcoffset():
+            t = t.astimezone(UTC)
+        return t.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
     def _upsert_device(self, conn: Connection, row: dict[str, Any]) -> None:
         t = telemetry_devices

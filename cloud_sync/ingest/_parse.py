@@ -109,7 +109,7 @@ def salvage_key(topic: str, payload: bytes) -> tuple[str | None, int | None]:
 # rejected message (the whole record is kept in the `record` column anyway).
 
 def as_str(v: Any) -> str | None:
-    if isinstance(v, str):
+    if v is None or isinstance(v, str):
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)
@@ -144,15 +144,21 @@ def as_dict(v: Any) -> dict[str, Any]:
 
 
 def telemetry_row(rec: dict[str, Any]) -> dict[str, Any]:
+    # Runs once per record on the ingester's hot path: plain lookups, no intermediate dicts.
     top_k = rec.get("top_k")
-    top = as_dict(top_k[0]) if isinstance(top_k, list) and top_k else {}
-    model = as_dict(rec.get("model"))
+    top = top_k[0] if isinstance(top_k, list) and top_k and isinstance(top_k[0], dict) else None
+    model = rec.get("model")
+    if not isinstance(model, dict):
+        model = None
+    lat = rec.get("latency_ms")
     return {
         "ts": as_time(rec.get("ts")), "source": as_str(rec.get("source")), "frame": as_int(rec.get("frame")),
-        "model_name": as_str(model.get("name")), "model_version": as_int(model.get("version")),
+        "model_name": as_str(model.get("name")) if model else None,
+        "model_version": as_int(model.get("version")) if model else None,
         "backend": as_str(rec.get("backend")), "path": as_str(rec.get("path")),
-        "top_label": as_str(top.get("label")), "top_score": as_float(top.get("score")),
-        "latency_ms": as_float(as_dict(rec.get("latency_ms")).get("total")),
+        "top_label": as_str(top.get("label")) if top else None,
+        "top_score": as_float(top.get("score")) if top else None,
+        "latency_ms": as_float(lat.get("total")) if isinstance(lat, dict) else None,
         "error": as_str(rec.get("error")),
     }
 

@@ -167,10 +167,12 @@ class DeliveryConfig(_Model):
     sent again after ``confirm_timeout_s`` (doubling up to ``confirm_timeout_max_s``).
     ``confirm="broker"``: rows go at the broker's PUBACK, for brokers without our ingester.
     ``window`` bounds the messages published but not yet confirmed: it is the device's flow control.
+    It is larger than Mosquitto's default in-flight limit towards the ingester (20), so the broker
+    always has the next messages queued while the ingester commits the previous ones.
     """
 
     confirm: Literal["cloud", "broker"] = "cloud"
-    window: int = Field(16, ge=1, le=1000)
+    window: int = Field(32, ge=1, le=1000)
     confirm_timeout_s: float = Field(30.0, gt=0, le=86400)
     confirm_timeout_max_s: float = Field(600.0, gt=0, le=86400)
 

@@ -8,6 +8,9 @@ Life of a record::
 
 * WAL journal with ``synchronous=FULL``: in WAL mode ``NORMAL`` may roll back the last commits on
   power loss; ``FULL`` syncs the WAL at every commit, so a row that was committed survives a pulled plug.
+* A message always takes the oldest pending rows of one kind, so the sealed rows of a kind are
+  exactly those up to a per-kind watermark, and a message is an id range: sealing writes one small
+  row (and moves the watermark) instead of rewriting every record, and confirming deletes a range.
 * Sealing assigns the message's ``seq`` and ``uuid`` and is committed before the message is sent:
   a resend after a crash carries the same ``seq`` and the same records, which is what lets the cloud
   drop duplicates on ``(device_id, seq)``. ``seq`` starts at the creation time in microseconds, so an
@@ -59,15 +62,15 @@ CREATE TABLE IF NOT EXISTS records (
     priority INTEGER NOT NULL,
     created REAL NOT NULL,
     nbytes INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    msg_seq INTEGER
+    body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_pending ON records(priority, id) WHERE msg_seq IS NULL;
-CREATE INDEX IF NOT EXISTS records_sealed ON records(msg_seq) WHERE msg_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_kind ON records(priority, id);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY,
     uuid TEXT NOT NULL,
     priority INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
     created TEXT NOT NULL,
     oldest REAL NOT NULL,
     n_records INTEGER NOT NULL,
@@ -189,6 +192,8 @@ class Outbox:
         self._rows = 0
         self._bytes = 0
         self._pending = [[0, 0] for _ in KINDS]  # per priority: rows, bytes
+        # per priority: the highest record id that belongs to a sealed message
+        self._wm = [int(self._meta_get(f"sealed_upto.{k}") or 0) for k in KINDS]
         self._dropped_sealed: list[int] = []
         self._load_counters()
 
@@ -268,28 +273,43 @@ class Outbox:
     def _load_counters(self) -> None:
         with self._lock:
             try:
-                for prio, sealed, n, nb in self._db.execute(
-                    "SELECT priority, msg_seq IS NOT NULL, COUNT(*), COALESCE(SUM(nbytes), 0) "
-                    "FROM records GROUP BY 1, 2"
-                ):
+                for prio, sealed, n, nb, _first in self._counts():
                     self._rows += n
                     self._bytes += nb
-                    if not sealed and 0 <= prio < len(KINDS):
+                    if not sealed:
                         self._pending[prio] = [n, nb]
             except sqlite3.DatabaseError as exc:
                 raise OutboxError(f"{self.path}: cannot read the outbox ({exc})") from exc
 
+    def _counts(self) -> list[tuple[int, bool, int, int, float | None]]:
+        """(priority, sealed, rows, bytes, oldest created) for each kind, from the file."""
+        out = []
+        for prio in range(len(KINDS)):
+            wm = int(self._meta_get(f"sealed_upto.{KINDS[prio]}") or 0)
+            for sealed, cond in ((True, "id <= ?"), (False, "id > ?")):
+                n, nb, first = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(nbytes), 0), MIN(created) FROM records "
+                    f"WHERE priority = ? AND {cond}", (prio, wm)).fetchone()
+                out.append((prio, sealed, n, nb, first))
+        return out
+
     # ------------------------------------------------------------------ helpers
 
     @contextmanager
-    def _tx(self) -> Iterator[None]:
-        """One IMMEDIATE transaction; sqlite3 errors become OutboxError and the transaction is undone."""
+    def _tx(self, *, durable: bool = True) -> Iterator[None]:
+        """One IMMEDIATE transaction; sqlite3 errors become OutboxError and the transaction is undone.
+
+        ``durable=False`` commits without syncing the WAL (``synchronous=NORMAL``), for changes a
+        power cut may undo harmlessly; the next durable commit syncs them along with itself.
+        """
         if self.readonly:
             raise OutboxError(f"{self.path}: opened read-only")
         if self._closed:
             raise OutboxError(f"{self.path}: the outbox is closed")
         with self._lock:
             try:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
                 raise OutboxError(f"{self.path}: cannot write ({exc})") from exc
@@ -304,6 +324,12 @@ class Outbox:
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise OutboxError(f"{self.path}: cannot write ({exc})") from exc
                 raise
+            finally:
+                if not durable:
+                    try:
+                        self._db.execute("PRAGMA synchronous=FULL")
+                    except sqlite3.DatabaseError as exc:
+                        log.error("%s: cannot restore synchronous=FULL: %s", self.path, exc)
 
     def _meta_get(self, key: str) -> Any:
         try:
@@ -419,11 +445,11 @@ class Outbox:
             last: int | None = None
             below = 2**63 - 1
             if prio == _PRIORITY["metrics"] and protect_report:
-                newest = self._db.execute("SELECT MAX(id) FROM records WHERE msg_seq IS NULL AND priority = ?",
-                                          (prio,)).fetchone()[0]
+                newest = self._db.execute("SELECT MAX(id) FROM records WHERE priority = ? AND id > ?",
+                                          (prio, self._wm[prio])).fetchone()[0]
                 below = newest if newest is not None else below
-            cur = self._db.execute("SELECT id, nbytes FROM records WHERE msg_seq IS NULL AND priority = ? "
-                                   "AND id < ? ORDER BY id", (prio, below))
+            cur = self._db.execute("SELECT id, nbytes FROM records WHERE priority = ? AND id > ? AND id < ? "
+                                   "ORDER BY id", (prio, self._wm[prio], below))
             for id_, nb in cur:
                 if over_rows <= 0 and over_bytes <= 0:
                     break
@@ -437,8 +463,8 @@ class Outbox:
                 last = id_
             cur.close()
             if last is not None:
-                self._db.execute("DELETE FROM records WHERE msg_seq IS NULL AND priority = ? AND id <= ?",
-                                 (prio, last))
+                self._db.execute("DELETE FROM records WHERE priority = ? AND id > ? AND id <= ?",
+                                 (prio, self._wm[prio], last))
             victims: list[int] = []
             if over_rows > 0 or over_bytes > 0:
                 for seq, n, nb in self._db.execute(
@@ -456,12 +482,19 @@ class Outbox:
             self._dropped_sealed.extend(victims)
         return drops
 
-    def _delete_messages(self, seqs: Sequence[int]) -> None:
+    def _delete_messages(self, seqs: Sequence[int]) -> list[tuple[int, int, int]]:
+        """Delete messages and their records; returns (priority, n_records, nbytes) of those that existed."""
+        found: list[tuple[int, int, int]] = []
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i:i + 500])
             marks = ",".join("?" * len(chunk))
-            self._db.execute(f"DELETE FROM records WHERE msg_seq IN ({marks})", chunk)
+            rows = self._db.execute(f"SELECT priority, first_id, last_id, n_records, nbytes FROM messages "
+                                    f"WHERE seq IN ({marks})", chunk).fetchall()
+            self._db.executemany("DELETE FROM records WHERE priority = ? AND id BETWEEN ? AND ?",
+                                 [(r[0], r[1], r[2]) for r in rows])
             self._db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
+            found.extend((r[0], r[3], r[4]) for r in rows)
+        return found
 
     # ------------------------------------------------------------------ sealing and confirming
 
@@ -472,65 +505,88 @@ class Outbox:
         ``linger_s``, or when ``force`` is set. Events go first; otherwise the kind whose oldest
         pending record is oldest, so a busy kind cannot starve the others.
         """
-        assert self.device_id is not None
-        now = self._clock()
+        sealed = self.seal_many(1, max_records=max_records, max_bytes=max_bytes, linger_s=linger_s, force=force)
+        return sealed[0] if sealed else None
+
+    def seal_many(self, limit: int, *, max_records: int, max_bytes: int, linger_s: float,
+                  force: bool = False) -> list[SealedMessage]:
+        """Up to ``limit`` messages as :meth:`seal` would make them, in one transaction (one fsync)."""
+        if limit <= 0:
+            return []
         with self._lock:
             if self._closed:
                 raise OutboxError(f"{self.path}: the outbox is closed")
-            budget = max_bytes - envelope_overhead(self.device_id, max_records)
-            chosen: tuple[int, float] | None = None
-            for prio in range(len(KINDS) - 1, -1, -1):
-                n, nb = self._pending[prio]
-                if n <= 0:
-                    continue
-                row = self._db.execute("SELECT created FROM records WHERE msg_seq IS NULL AND priority = ? "
-                                       "ORDER BY id LIMIT 1", (prio,)).fetchone()
-                if row is None:
-                    continue
-                oldest = float(row[0])
-                if force or n >= max_records or nb >= budget or now - oldest >= linger_s:
-                    if prio == len(KINDS) - 1:
-                        chosen = (prio, oldest)
-                        break
-                    if chosen is None or oldest < chosen[1]:
-                        chosen = (prio, oldest)
-            if chosen is None:
-                return None
-            prio = chosen[0]
-            ids: list[int] = []
-            bodies: list[str] = []
-            total = 0
-            oldest_created = now
-            for id_, nb, body, created in self._db.execute(
-                "SELECT id, nbytes, body, created FROM records WHERE msg_seq IS NULL AND priority = ? "
-                "ORDER BY id LIMIT ?", (prio, max_records)
-            ):
-                if ids and total + nb + 1 > budget:
+            pending_before = [list(p) for p in self._pending]
+            wm_before = list(self._wm)
+            out: list[SealedMessage] = []
+            try:
+                with self._tx():
+                    while len(out) < limit:
+                        msg = self._seal_one(max_records, max_bytes, linger_s, force)
+                        if msg is None:
+                            break
+                        out.append(msg)
+            except BaseException:
+                # the transaction was undone; so are the counters and watermarks
+                self._pending, self._wm = pending_before, wm_before
+                raise
+            return out
+
+    def _seal_one(self, max_records: int, max_bytes: int, linger_s: float, force: bool) -> SealedMessage | None:
+        assert self.device_id is not None
+        now = self._clock()
+        budget = max_bytes - envelope_overhead(self.device_id, max_records)
+        chosen: tuple[int, float] | None = None
+        for prio in range(len(KINDS) - 1, -1, -1):
+            n, nb = self._pending[prio]
+            if n <= 0:
+                continue
+            row = self._db.execute("SELECT created FROM records WHERE priority = ? AND id > ? ORDER BY id LIMIT 1",
+                                   (prio, self._wm[prio])).fetchone()
+            if row is None:
+                continue
+            oldest = float(row[0])
+            if force or n >= max_records or nb >= budget or now - oldest >= linger_s:
+                if prio == len(KINDS) - 1:
+                    chosen = (prio, oldest)
                     break
-                ids.append(id_)
-                bodies.append(body)
-                total += nb + 1
-                oldest_created = min(oldest_created, float(created))
-            if not ids:
-                return None
-            seq = int(self._meta_get("next_seq"))
-            msg_uuid = str(uuidlib.uuid4())
-            created_iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z")
-            nbytes = total - len(ids)
-            with self._tx():
-                self._db.execute("UPDATE records SET msg_seq = ? WHERE msg_seq IS NULL AND priority = ? "
-                                 "AND id <= ?", (seq, prio, ids[-1]))
-                self._db.execute("INSERT INTO messages(seq, uuid, priority, created, oldest, n_records, nbytes) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (seq, msg_uuid, prio, created_iso, oldest_created, len(ids), nbytes))
-                self._meta_set("next_seq", seq + 1)
-            self._pending[prio][0] -= len(ids)
-            self._pending[prio][1] -= nbytes
-            return SealedMessage(seq=seq, uuid=msg_uuid, kind=KINDS[prio], created=created_iso,
-                                 n_records=len(ids), nbytes=nbytes, oldest=oldest_created,
-                                 payload=envelope_bytes(device_id=self.device_id, seq=seq, uuid=msg_uuid,
-                                                        kind=KINDS[prio], created=created_iso, bodies=bodies))
+                if chosen is None or oldest < chosen[1]:
+                    chosen = (prio, oldest)
+        if chosen is None:
+            return None
+        prio = chosen[0]
+        ids: list[int] = []
+        bodies: list[str] = []
+        total = 0
+        oldest_created = now
+        for id_, nb, body, created in self._db.execute(
+            "SELECT id, nbytes, body, created FROM records WHERE priority = ? AND id > ? ORDER BY id LIMIT ?",
+            (prio, self._wm[prio], max_records)
+        ):
+            if ids and total + nb + 1 > budget:
+                break
+            ids.append(id_)
+            bodies.append(body)
+            total += nb + 1
+            oldest_created = min(oldest_created, float(created))
+        if not ids:
+            return None
+        seq = int(self._meta_get("next_seq"))
+        msg_uuid = str(uuidlib.uuid4())
+        created_iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        nbytes = total - len(ids)
+        self._db.execute("INSERT INTO messages(seq, uuid, priority, first_id, last_id, created, oldest, n_records, "
+                         "nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (seq, msg_uuid, prio, ids[0], ids[-1], created_iso, oldest_created, len(ids), nbytes))
+        self._meta_set("next_seq", seq + 1)
+        self._meta_set(f"sealed_upto.{KINDS[prio]}", ids[-1])
+        self._wm[prio] = ids[-1]
+        self._pending[prio][0] -= len(ids)
+        self._pending[prio][1] -= nbytes
+        return SealedMessage(seq=seq, uuid=msg_uuid, kind=KINDS[prio], created=created_iso,
+                             n_records=len(ids), nbytes=nbytes, oldest=oldest_created,
+                             payload=envelope_bytes(device_id=self.device_id, seq=seq, uuid=msg_uuid,
+                                                    kind=KINDS[prio], created=created_iso, bodies=bodies))
 
     def sealed_seqs(self) -> list[int]:
         """Messages sealed but not confirmed, oldest first (to resend after a restart)."""
@@ -541,13 +597,13 @@ class Outbox:
         """A sealed message, rebuilt byte for byte; None if it was confirmed or dropped meanwhile."""
         assert self.device_id is not None
         with self._lock:
-            row = self._db.execute("SELECT uuid, priority, created, oldest, n_records, nbytes FROM messages "
-                                   "WHERE seq = ?", (seq,)).fetchone()
+            row = self._db.execute("SELECT uuid, priority, created, oldest, n_records, nbytes, first_id, last_id "
+                                   "FROM messages WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 return None
-            bodies = [r[0] for r in self._db.execute("SELECT body FROM records WHERE msg_seq = ? ORDER BY id",
-                                                     (seq,))]
-        msg_uuid, prio, created, oldest, n, nbytes = row
+            bodies = [r[0] for r in self._db.execute("SELECT body FROM records WHERE priority = ? AND id BETWEEN ? "
+                                                     "AND ? ORDER BY id", (row[1], row[6], row[7]))]
+        msg_uuid, prio, created, oldest, n, nbytes = row[:6]
         return SealedMessage(seq=seq, uuid=msg_uuid, kind=KINDS[prio], created=created, n_records=n,
                              nbytes=nbytes, oldest=oldest,
                              payload=envelope_bytes(device_id=self.device_id, seq=seq, uuid=msg_uuid,
@@ -559,13 +615,10 @@ class Outbox:
         if not seqs:
             return 0
         removed = 0
-        with self._tx():
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                n, nb = self._db.execute(f"SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM records "
-                                         f"WHERE msg_seq IN ({marks})", chunk).fetchone()
-                self._delete_messages(chunk)
+        # Not synced: if a power cut undoes this delete, the messages go out again and the cloud
+        # drops them as duplicates; nothing is lost either way.
+        with self._tx(durable=False):
+            for _prio, n, nb in self._delete_messages(seqs):
                 removed += n
                 self._rows -= n
                 self._bytes -= nb
@@ -583,18 +636,18 @@ class Outbox:
         cutoff = self._clock() - self.ttl_s
         drops: Counter[tuple[int, str]] = Counter()
         with self._tx():
-            for prio, n, nb in self._db.execute(
-                "SELECT priority, COUNT(*), COALESCE(SUM(nbytes), 0) FROM records WHERE msg_seq IS NULL "
-                "AND created < ? AND created >= ? GROUP BY priority", (cutoff, _PLAUSIBLE_EPOCH)
-            ).fetchall():
-                drops[(prio, "ttl")] += n
-                self._pending[prio][0] -= n
-                self._pending[prio][1] -= nb
-                self._rows -= n
-                self._bytes -= nb
-            if drops:
-                self._db.execute("DELETE FROM records WHERE msg_seq IS NULL AND created < ? AND created >= ?",
-                                 (cutoff, _PLAUSIBLE_EPOCH))
+            for prio in range(len(KINDS)):
+                where = "priority = ? AND id > ? AND created < ? AND created >= ?"
+                args = (prio, self._wm[prio], cutoff, _PLAUSIBLE_EPOCH)
+                n, nb = self._db.execute(f"SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM records WHERE {where}",
+                                         args).fetchone()
+                if n:
+                    self._db.execute(f"DELETE FROM records WHERE {where}", args)
+                    drops[(prio, "ttl")] += n
+                    self._pending[prio][0] -= n
+                    self._pending[prio][1] -= nb
+                    self._rows -= n
+                    self._bytes -= nb
             old = self._db.execute("SELECT seq, priority, n_records, nbytes FROM messages "
                                    "WHERE oldest < ? AND oldest >= ?", (cutoff, _PLAUSIBLE_EPOCH)).fetchall()
             for _seq, prio, n, nb in old:
@@ -646,15 +699,12 @@ class Outbox:
                 pending = dict.fromkeys(KINDS, 0)
                 rows = nbytes = sealed_rows = 0
                 oldest: float | None = None
-                for prio, sealed, n, nb, first in self._db.execute(
-                    "SELECT priority, msg_seq IS NOT NULL, COUNT(*), COALESCE(SUM(nbytes), 0), MIN(created) "
-                    "FROM records GROUP BY 1, 2"
-                ):
+                for prio, sealed, n, nb, first in self._counts():
                     rows += n
                     nbytes += nb
                     if sealed:
                         sealed_rows += n
-                    elif 0 <= prio < len(KINDS):
+                    else:
                         pending[KINDS[prio]] = n
                     if first is not None and (oldest is None or first < oldest):
                         oldest = float(first)
@@ -680,12 +730,13 @@ class Outbox:
         """The oldest records (sealed ones first, as they leave first), with their message seq if sealed."""
         if kind is not None and kind not in _PRIORITY:
             raise OutboxError(f"unknown record kind {kind!r}; use one of {', '.join(KINDS)}")
-        where, args = ("WHERE priority = ?", [_PRIORITY[kind]]) if kind else ("", [])
+        where, args = ("WHERE r.priority = ?", [_PRIORITY[kind]]) if kind else ("", [])
         with self._lock:
             try:
                 rows = self._db.execute(
-                    f"SELECT id, priority, created, nbytes, msg_seq, body FROM records {where} "
-                    "ORDER BY msg_seq IS NULL, id LIMIT ?", [*args, limit]
+                    "SELECT r.id, r.priority, r.created, r.nbytes, m.seq, r.body FROM records r "
+                    "LEFT JOIN messages m ON m.priority = r.priority AND r.id BETWEEN m.first_id AND m.last_id "
+                    f"{where} ORDER BY m.seq IS NULL, r.id LIMIT ?", [*args, limit]
                 ).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise OutboxError(f"{self.path}: cannot read the outbox ({exc})") from exc
