@@ -89,8 +89,8 @@ class Ingest:
 
 def run_outbox(broker: Mosquitto, ingest: Ingest, tmp: Path, n: int, window: int | None,
                device: str = "bench-outbox") -> dict[str, Any]:
-    tel = open_telemetry(broker.url, device, tmp / f"{device}.db",
-                         **({"delivery": {"window": window}} if window else {}))
+    settings: dict[str, Any] = {"delivery": {"window": window}} if window else {}
+    tel = open_telemetry(broker.url, device, tmp / f"{device}.db", **settings)
     assert tel.publisher  # started
     wait_for(lambda: tel.publisher.stats.connected, 30, "the device to connect")
     lat: list[float] = []

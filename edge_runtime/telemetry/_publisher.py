@@ -229,6 +229,9 @@ class Publisher:
             return False
         deadline = self._clock() + cfg.connect_timeout_s
         while self._connack is None and not self._lost and self._clock() < deadline:
+            if self._stop.is_set():  # closing: do not hold `edge run` up for a dead uplink
+                self._close_socket(client)
+                return False
             if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
                 break
         if self._connack != 0:

@@ -19,7 +19,7 @@ class RawClient:
     """A plain paho client standing in for a device (or an attacker) that sends whatever it likes."""
 
     def __init__(self, port: int, client_id: str = "", *, username: str | None = None,
-                 password: str | None = None, tls: dict[str, str] | None = None) -> None:
+                 password: str | None = None, tls: dict[str, Any] | None = None) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:
             self.client.username_pw_set(username, password)
@@ -47,6 +47,7 @@ class RawClient:
 
     def subscribe(self, topic: str) -> list[Any]:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         wait_for(lambda: mid in self._suback, 10, f"SUBACK for {topic}")
         return self._suback[mid]
 
@@ -55,7 +56,7 @@ class RawClient:
         self.client.loop_stop()
 
 
-def message(device: str, seq: int, records: list[dict], kind: str = "telemetry", **over: Any) -> bytes:
+def message(device: str, seq: int, records: list[Any], kind: str = "telemetry", **over: Any) -> bytes:
     body = {"schema": 1, "device_id": device, "seq": seq, "uuid": str(uuid.uuid4()), "kind": kind,
             "created": "2026-01-01T00:00:00Z", "records": records, **over}
     return json.dumps(body).encode()
