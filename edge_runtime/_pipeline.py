@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from ._errors import EdgeError, SinkError
+from ._imaging import ImagePreprocessor, load_image
+from ._manifest import Preprocess, TensorSpec
 from ._model import Model, Prediction
 from ._sinks import Sink
-from .sources import Frame, Source
+from .sources import Frame, ImageFilesSource, Source
 
 __all__ = ["Pipeline", "PipelineStats", "error_record", "make_record"]
 
@@ -60,6 +64,32 @@ def error_record(model: Model, frame: Frame, error: str) -> Record:
     return {"ts": _now(), "source": frame.source, "frame": frame.index, "error": error,
             "model": {"name": model.name, "version": model.version}, "backend": model.backend_name,
             "path": "local"}
+
+
+#: below this many files, starting decode processes costs more than it gains
+_PROCESS_MIN_FILES = 64
+
+# Decoding image files in worker processes: Pillow's PNG/JPEG readers run partly in Python and
+# hold the GIL, and measured here that slows the inference thread of the same process by 20-40 %
+# (two separate processes do not slow each other). The worker rebuilds the preprocessor from the
+# manifest, so its tensors are exactly the ones the main process would make.
+_WORKER_PRE: ImagePreprocessor | None = None
+
+
+def _init_decoder(pre_json: str, spec_json: str) -> None:
+    global _WORKER_PRE
+    _WORKER_PRE = ImagePreprocessor(Preprocess.model_validate_json(pre_json),
+                                    TensorSpec.model_validate_json(spec_json))
+
+
+def _decode_file(path: str) -> tuple[np.ndarray | None, str | None, float]:
+    assert _WORKER_PRE is not None
+    t0 = time.perf_counter()
+    try:
+        x = _WORKER_PRE(load_image(path))
+    except EdgeError as exc:
+        return None, str(exc), 0.0
+    return x, None, (time.perf_counter() - t0) * 1000
 
 
 @dataclass
@@ -140,6 +170,7 @@ class Pipeline:
         prefetch: int | None = None,
         predictor: Predictor | None = None,
         on_record: Callable[[Record], None] | None = None,
+        decode: str = "auto",
     ) -> None:
         self._model = model
         self._next_model: Model | None = None
@@ -149,6 +180,11 @@ class Pipeline:
         self.limit = limit
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2)))
         self.prefetch = prefetch or self.workers * 2
+        if decode not in ("auto", "thread", "process"):
+            raise ValueError(f"decode must be auto, thread or process, not {decode!r}")
+        #: where image files are decoded: worker threads, or worker processes (auto: processes
+        #: for long runs on a machine with a spare core)
+        self.decode = decode
         self.predictor = predictor
         self.on_record = on_record
         self.stats = PipelineStats()
@@ -204,31 +240,89 @@ class Pipeline:
             return _Prepared(frame, error=str(exc))
         return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
 
+    def _use_processes(self) -> bool:
+        if self.decode == "thread":
+            return False
+        pre = self._model.manifest.preprocess
+        if pre.kind != "image" or not isinstance(self.source, ImageFilesSource):
+            return False
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return False  # spawn would re-run the caller's main module in every worker
+        if self.decode == "process":
+            return True
+        # auto: worth it only when inference leaves a core free for decoding (measured: with
+        # every core running inference threads, a decode process only adds contention) and
+        # there are enough files to repay starting the workers.
+        cores = os.cpu_count() or 1
+        n = len(self.source)
+        if self.limit is not None:
+            n = min(n, self.limit)
+        return (self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES
+
     def _run_files(self, writer: _SinkWriter) -> None:
-        pending: deque[Future[_Prepared]] = deque()
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="prep") as pool:
-            try:
-                it = iter(self.source)
-                exhausted = False
-                submitted = 0
-                while True:
-                    while not exhausted and len(pending) < self.prefetch and not self._stop.is_set():
-                        if self.limit is not None and submitted >= self.limit:
-                            exhausted = True
-                            break
-                        try:
-                            frame = next(it)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        pending.append(pool.submit(self._prepare, frame, self._model))
-                        submitted += 1
-                    if not pending or self._stop.is_set():
+        pool: Executor
+        procs = self._use_processes()
+        if procs:
+            m = self._model
+            n = max(1, min(self.workers, (os.cpu_count() or 2) - 1))
+            # fork, as PyTorch's DataLoader does on Linux: the worker needs no re-import of the
+            # caller's main module, and touches nothing of the parent but Pillow and NumPy.
+            pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_init_decoder,
+                                       initargs=(m.manifest.preprocess.model_dump_json(),
+                                                 m.manifest.inputs[0].model_dump_json()))
+        else:
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="prep")
+        pending: deque[tuple[Frame, Model, Future[Any]]] = deque()
+        try:
+            it = iter(self.source)
+            exhausted = False
+            submitted = 0
+            while True:
+                while not exhausted and len(pending) < self.prefetch and not self._stop.is_set():
+                    if self.limit is not None and submitted >= self.limit:
+                        exhausted = True
                         break
-                    self._finish(pending.popleft().result(), writer)
-            finally:
-                for f in pending:
-                    f.cancel()
+                    try:
+                        frame = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    fut: Future[Any]
+                    if procs and frame.error is None:
+                        try:
+                            fut = pool.submit(_decode_file, frame.source)
+                        except BrokenProcessPool:
+                            log.warning("decode workers died; decoding in threads from here on")
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            procs, pool = False, ThreadPoolExecutor(self.workers, thread_name_prefix="prep")
+                            fut = pool.submit(self._prepare, frame, self._model)
+                    else:
+                        fut = pool.submit(self._prepare, frame, self._model)
+                    pending.append((frame, self._model, fut))
+                    submitted += 1
+                if not pending or self._stop.is_set():
+                    break
+                frame, model, fut = pending.popleft()
+                self._finish(self._collect(frame, model, fut), writer)
+        finally:
+            for _, _, f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, frame: Frame, model: Model, fut: Future[Any]) -> _Prepared:
+        try:
+            res = fut.result()
+        except BrokenProcessPool:
+            # A decode worker died (out of memory, killed): do this frame here, not lose it.
+            log.warning("a decode worker died; decoding %s in the main process", frame.source)
+            return self._prepare(frame, model)
+        if isinstance(res, _Prepared):
+            return res
+        tensor, error, ms = res
+        if error is not None:
+            return _Prepared(frame, error=error)
+        return _Prepared(frame, model, [tensor], preprocess_ms=ms)
 
     # -- live sources: newest frame only --------------------------------------------------
     def _run_live(self, writer: _SinkWriter) -> None:

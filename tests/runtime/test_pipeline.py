@@ -286,3 +286,50 @@ def test_ctrl_c_stops_cleanly_and_flushes(mobilenet_bundle: Path, tmp_path: Path
     assert 0 < len(lines) < 3000
     assert all(json.loads(x)["top_k"][0]["label"] == "packet" for x in lines), "every line complete"
     assert [json.loads(x)["frame"] for x in lines] == list(range(len(lines)))
+
+
+def test_decoding_in_worker_processes_gives_the_same_records(model: Model, tmp_path: Path,
+                                                             reference_images: dict[str, Path]) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    names = list(reference_images)
+    for i in range(40):
+        os.link(reference_images[names[i % 4]], d / f"{i:03d}_{names[i % 4]}")
+    (d / "zz_broken.png").write_bytes(b"\x89PNG not really")
+    by_mode = {}
+    for mode in ("thread", "process"):
+        sink = ListSink()
+        stats = Pipeline(model, ImageFilesSource(d), [sink], decode=mode, workers=2).run()
+        assert stats.frames == 40 and stats.errors == 1
+        by_mode[mode] = [(Path(r["source"]).name, r.get("top_k", [{}])[0].get("label"), r.get("error"))
+                         for r in sink.records]
+    assert by_mode["thread"] == by_mode["process"]
+    assert "zz_broken.png" in (by_mode["process"][-1][2] or "")
+    with pytest.raises(ValueError, match="decode must be"):
+        Pipeline(model, ImageFilesSource(d), [], decode="gpu")
+
+
+def _dying_decoder(path: str):
+    # Runs in a forked decode worker: the process dies on one file, as on an out-of-memory kill.
+    if path.endswith("007.png"):
+        os._exit(9)
+    return _real_decode_file(path)
+
+
+from edge_runtime import _pipeline as _pipeline_module  # noqa: E402
+
+_real_decode_file = _pipeline_module._decode_file
+
+
+def test_a_dead_decode_worker_loses_no_frame(model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             reference_images: dict[str, Path]) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(30):
+        os.link(reference_images["cat.png"], d / f"{i:03d}.png")
+    monkeypatch.setattr(_pipeline_module, "_decode_file", _dying_decoder)
+    sink = ListSink()
+    stats = Pipeline(model, ImageFilesSource(d), [sink], decode="process", workers=1, prefetch=4).run()
+    assert stats.frames == 30 and stats.errors == 0
+    assert [r["frame"] for r in sink.records] == list(range(30))
+    assert all(r["top_k"][0]["label"] == "Egyptian cat" for r in sink.records)
