@@ -105,6 +105,11 @@ class Publisher:
         self._confirms: list[int] = []
         self._status_topic = topic_for(self.device_id, "status")
         self._ack_topic = topic_for(self.device_id, "cmd/ack")
+        # Extra retained-status fields (e.g. the running model), set from any thread and
+        # published by this one, the only thread that touches the paho client.
+        self._status_lock = threading.Lock()
+        self._status_extra: dict[str, Any] = {}
+        self._status_dirty = threading.Event()
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -120,6 +125,14 @@ class Publisher:
 
     def request_metrics(self) -> None:
         self._metrics_now.set()
+
+    def set_status(self, **fields: Any) -> None:
+        """Merge ``fields`` (e.g. ``model={"name": ..., "version": ...}``) into the retained
+        status, republished at once when connected and on every (re)connect. The last will
+        carries them from the next connection on."""
+        with self._status_lock:
+            self._status_extra.update(fields)
+        self._status_dirty.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is pending, sealed or in flight (everything confirmed)."""
@@ -201,8 +214,10 @@ class Publisher:
     # ------------------------------------------------------------------ connecting
 
     def _status_payload(self, state: str) -> bytes:
+        with self._status_lock:
+            extra = dict(self._status_extra)
         return json.dumps({"schema": SCHEMA_VERSION, "device_id": self.device_id, "state": state,
-                           "ts": utc_now_iso(), "runtime": __version__}, separators=(",", ":")).encode()
+                           "ts": utc_now_iso(), "runtime": __version__, **extra}, separators=(",", ":")).encode()
 
     def _connect(self) -> bool:
         mqtt = paho()
@@ -247,6 +262,7 @@ class Publisher:
                 f.state, f.mid = QUEUED, None
         if self.config.delivery.confirm == "cloud":
             client.subscribe(self._ack_topic, qos=1)
+        self._status_dirty.clear()
         client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self.stats.connected = True
         self.stats.connects += 1
@@ -322,6 +338,9 @@ class Publisher:
             self._drop_connection(f"{mqtt.error_string(rc)}" if rc else "disconnected by the broker")
             return
         self._take_acks()
+        if self._status_dirty.is_set():
+            self._status_dirty.clear()
+            client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._resend_due()
         self._fill_window()
         if not self._flights and self.outbox.pending_rows() == 0:

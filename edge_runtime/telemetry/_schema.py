@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ConfirmMessage",
     "MessageEnvelope",
+    "ModelRef",
     "StatusMessage",
     "encode_record",
     "envelope_bytes",
@@ -123,12 +124,19 @@ class MessageEnvelope(_Wire):
     records: list[dict[str, Any]] = Field(max_length=MAX_RECORDS_PER_MESSAGE)
 
 
+class ModelRef(_Wire):
+    name: str = Field(min_length=1, max_length=128)
+    version: StrictInt = Field(ge=1)
+
+
 class StatusMessage(_Wire):
     schema_: Literal[1] = Field(alias="schema")
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     state: Literal["online", "offline"]
     ts: str | None = None
     runtime: str | None = None
+    #: the model the device is running, once it runs one
+    model: ModelRef | None = None
 
 
 class ConfirmMessage(_Wire):

@@ -154,6 +154,11 @@ class Telemetry:
             return False
         return self.publisher.wait_idle(max(0.0, deadline - time.monotonic()))
 
+    def set_status(self, **fields: Any) -> None:
+        """Add fields to the retained ``edge/D/status`` message, e.g. the running model:
+        ``set_status(model={"name": "mobilenet_v2", "version": 3})``."""
+        self.publisher.set_status(**fields)
+
     def report_metrics(self) -> None:
         """Append a metrics record at the publisher's next turn (otherwise every ``metrics_interval_s``)."""
         self.publisher.request_metrics()

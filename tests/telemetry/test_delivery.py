@@ -192,3 +192,28 @@ def test_outbox_survives_a_restart_of_the_device_with_unsent_messages(
     tel2 = make_device(broker.url, outbox=ob_path)
     assert tel2.flush(60)
     assert sorted(cloud_frames(ing.engine, "dev1")) == list(range(300))
+
+
+def test_the_retained_status_shows_the_running_model(tmp_path: Path, broker: Mosquitto, make_device) -> None:
+    """The agent calls set_status(model=...) after each switch: the retained status follows it,
+    validates as a StatusMessage (what the ingester parses), and a late subscriber sees the newest."""
+    from edge_runtime.telemetry import StatusMessage
+
+    listener = Listener(broker.port, "edge/+/status")
+    tel = make_device(broker.url)
+    try:
+        wait_for(lambda: listener.messages, 30, "the first status")
+        tel.set_status(model={"name": "mobilenet_v2", "version": 1})
+        wait_for(lambda: any(m.get("model") for m in listener.payloads(f"edge/{tel.config.device_id}/status")),
+                 30, "a status with the model")
+        tel.set_status(model={"name": "mobilenet_v2", "version": 2})
+        wait_for(lambda: listener.payloads(f"edge/{tel.config.device_id}/status")[-1].get("model", {})
+                 .get("version") == 2, 30, "the status after the switch")
+    finally:
+        listener.close()
+    late = Listener(broker.port, f"edge/{tel.config.device_id}/status")
+    wait_for(lambda: late.messages, 10, "the retained status")
+    _topic, payload, retained = late.messages[0]
+    msg = StatusMessage.model_validate_json(payload)
+    assert retained and msg.state == "online" and msg.model is not None and msg.model.version == 2
+    late.close()
