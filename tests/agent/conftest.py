@@ -116,7 +116,7 @@ def expiring(seconds: float) -> str:
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"), persistence=False).start()
     yield broker
     broker.stop()
 
