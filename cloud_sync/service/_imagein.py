@@ -33,8 +33,9 @@ async def image_from_request(request: Request, limit: int) -> bytes:
     return data
 
 
-async def _form_image(request: Request, body: bytes) -> bytes:
-    # Replay the already size-checked body to Starlette's form parser.
+def replay_request(request: Request, body: bytes) -> Request:
+    """The request again, with ``body`` (already read and size-checked) as its whole body, so
+    Starlette's form parser can run on it without reading the socket a second time."""
     sent = False
 
     async def receive() -> Message:
@@ -44,7 +45,11 @@ async def _form_image(request: Request, body: bytes) -> bytes:
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    replay = Request(request.scope, receive)
+    return Request(request.scope, receive)
+
+
+async def _form_image(request: Request, body: bytes) -> bytes:
+    replay = replay_request(request, body)
     try:
         async with replay.form(max_files=1, max_fields=8) as form:
             field = form.get("image")

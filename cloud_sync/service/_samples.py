@@ -43,7 +43,6 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from edge_runtime._imaging import MAX_IMAGE_PIXELS
 
@@ -58,6 +57,7 @@ from ._errors import (
     UnsupportedMediaTypeError,
 )
 from ._http import content_type, read_limited
+from ._imagein import replay_request
 from ._registry import _iso
 
 if TYPE_CHECKING:
@@ -115,16 +115,7 @@ def _row(r: Any, duplicate: bool = False) -> dict[str, Any]:
 
 async def _form(request: Request, body: bytes) -> tuple[bytes, str | None]:
     """The ``image`` file and the ``metadata`` text of an already size-checked multipart body."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replay = Request(request.scope, receive)
+    replay = replay_request(request, body)
     try:
         async with replay.form(max_files=1, max_fields=4) as form:
             image = form.get("image")
