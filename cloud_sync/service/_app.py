@@ -245,6 +245,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
                     "registry and fleet dashboard. Admin endpoints need the admin token, device endpoints "
                     "a device token, both as `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: FastAPI's default page loads them from a CDN
     )
     app.state.service = svc
     app.add_exception_handler(ServiceError, _service_error)
@@ -262,7 +263,33 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     sample_routes(app, svc)
     static = files("cloud_sync.service").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _docs_route(app)
     return app
+
+
+def _docs_route(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI from the ``swagger-ui-bundle-v2`` package, so the API page works
+    on a network with no internet, like the dashboard."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        js, css = "/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"
+        icon = "/docs-assets/favicon-32x32.png"
+    else:  # not installed: fall back to FastAPI's CDN defaults rather than no page at all
+        js = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+        css = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+        icon = "https://fastapi.tiangolo.com/img/favicon.png"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url=js, swagger_css_url=css, swagger_favicon_url=icon)
 
 
 def create_app_from_env() -> FastAPI:

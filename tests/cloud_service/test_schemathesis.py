@@ -77,4 +77,9 @@ def test_the_schema_marks_every_non_public_route_as_protected(service: Running) 
                 assert not op.get("security"), (method, path)
             else:
                 assert op.get("security"), f"{method.upper()} {path} is not marked as needing a token"
-    assert httpx.get(service.url + "/docs").status_code == 200
+    page = httpx.get(service.url + "/docs")
+    assert page.status_code == 200
+    # The API page works offline: Swagger UI comes from the service itself, not a CDN.
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn." not in page.text
+    js = httpx.get(service.url + "/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
