@@ -55,7 +55,9 @@ def overhead(bundle: Path, runs: int, threads: int) -> dict:
     return res.as_dict()
 
 
-def throughput(bundle: Path, n_images: int, threads: int, tmp: Path, repeats: int = 3) -> dict:
+def throughput(bundle: Path, n_images: int, threads: int | None, tmp: Path, repeats: int = 3) -> dict:
+    """Pipeline vs plain loop at the same thread count; ``threads=None`` compares defaults with
+    defaults: `edge run` as the device profile sets it up, the loop with LiteRT's own default."""
     from ai_edge_litert.interpreter import Interpreter
 
     src_images = sorted((SHARED / "images").glob("*.png")) + sorted((SHARED / "images" / "leaves").iterdir())
@@ -69,7 +71,8 @@ def throughput(bundle: Path, n_images: int, threads: int, tmp: Path, repeats: in
     files = sorted(d.iterdir())
 
     def sequential() -> float:
-        it = Interpreter(model_path=str(bundle / "model.tflite"), num_threads=threads)
+        it = (Interpreter(model_path=str(bundle / "model.tflite"), num_threads=threads) if threads
+              else Interpreter(model_path=str(bundle / "model.tflite")))
         it.allocate_tensors()
         inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
         t0 = time.perf_counter()
@@ -83,6 +86,7 @@ def throughput(bundle: Path, n_images: int, threads: int, tmp: Path, repeats: in
 
     def pipeline() -> float:
         m = Model.load(bundle, backend="litert", threads=threads)
+        used.append(m.backend.threads)
         sink = _Count()
         t0 = time.perf_counter()
         Pipeline(m, ImageFilesSource(d), [sink]).run()
@@ -92,11 +96,13 @@ def throughput(bundle: Path, n_images: int, threads: int, tmp: Path, repeats: in
         return rate
 
     seq, pipe = [], []
+    used: list[int | None] = []
     for _ in range(repeats):  # alternate so both see the same machine state
         seq.append(sequential())
         pipe.append(pipeline())
     s, p = float(np.median(seq)), float(np.median(pipe))
-    return {"images": len(files), "threads": threads, "sequential_per_s": round(s, 1),
+    return {"images": len(files), "threads": threads if threads else f"defaults (edge run: {used[0]})",
+            "sequential_per_s": round(s, 1),
             "pipeline_per_s": round(p, 1), "ratio": round(p / s, 3)}
 
 
@@ -140,15 +146,16 @@ def main() -> None:
         imp = import_time()
         ov = {f"threads_{t}": overhead(bundle, args.runs, t) for t in sorted({1, args.threads})}
         tp = {f"threads_{t}": throughput(bundle, args.images, t, tmp) for t in sorted({1, args.threads})}
+        tp["defaults"] = throughput(bundle, args.images, None, tmp)
     print("Per-inference overhead, MobileNet V2 quant (LiteRT), p50 ms")
     print(f"{'threads':<9}{'edge_runtime':>14}{'raw LiteRT':>12}{'ratio p50':>11}{'ratio mean':>12}")
     for r in ov.values():
         print(f"{r['threads']:<9}{r['runtime_infer']['p50_ms']:>14.3f}{r['raw_backend']['p50_ms']:>12.3f}"
               f"{r['ratio_p50']:>11.3f}{r['ratio_mean']:>12.3f}")
     print(f"\nDirectory throughput, {args.images} images (decode + resize + infer), images/s")
-    print(f"{'threads':<9}{'pipeline':>10}{'sequential':>12}{'ratio':>8}")
+    print(f"{'threads':<26}{'pipeline':>10}{'sequential':>12}{'ratio':>8}")
     for r in tp.values():
-        print(f"{r['threads']:<9}{r['pipeline_per_s']:>10.1f}{r['sequential_per_s']:>12.1f}{r['ratio']:>8.2f}")
+        print(f"{r['threads']!s:<26}{r['pipeline_per_s']:>10.1f}{r['sequential_per_s']:>12.1f}{r['ratio']:>8.2f}")
     print(f"\nimport edge_runtime: {imp['import_edge_runtime_s']:.3f} s;  edge run peak RSS: "
           f"{rss['edge_run_peak_rss_mb']:.0f} MB")
     print(json.dumps({"overhead": ov, "throughput": tp, **imp, **rss, "cpu_count": os.cpu_count()}))
