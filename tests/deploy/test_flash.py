@@ -10,20 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.cli import main
 from edge_runtime.deploy import FlashRefusedError, FlashSystem, ImageError, check_target, flash_image
+from tests.deploy._cli import run_cli
 
 MiB = 1024 * 1024
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -68,7 +58,7 @@ def test_flash_writes_the_image_and_verifies_it(tmp_path, image):
 
 def test_cli_flash_reports_the_hash(tmp_path, image, capsys):
     target = _target(tmp_path, 12 * MiB)
-    code, out, err = _cli(["pi", "flash", str(image), "--device", str(target), "--verify"], capsys)
+    code, out, err = run_cli(["pi", "flash", str(image), "--device", str(target), "--verify"], capsys)
     assert code == 0, err
     assert f"sha256 {_digest(image)} (verified)" in out
     assert "writing" in err and "verifying" in err
@@ -77,7 +67,7 @@ def test_cli_flash_reports_the_hash(tmp_path, image, capsys):
 
 def _refused(argv_image: Path, target: Path, capsys, message: str) -> None:
     before = target.read_bytes() if target.is_file() else None
-    code, _out, err = _cli(["pi", "flash", str(argv_image), "--device", str(target), "--yes"], capsys)
+    code, _out, err = run_cli(["pi", "flash", str(argv_image), "--device", str(target), "--yes"], capsys)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from edge_runtime import open_bundle
-from edge_runtime.cli import main
 from edge_runtime.deploy import (
     DeployInputError,
     DeviceSettings,
@@ -25,6 +24,7 @@ from edge_runtime.deploy import (
     read_ssh_keys,
     read_wifi,
 )
+from tests.deploy._cli import run_cli
 from tests.deploy._images import BOOKWORM_CMDLINE, TRIXIE_CMDLINE, extract_boot, fsck_boot, region_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,16 +44,6 @@ def psk_file(tmp_path: Path) -> Path:
 def _expected_psk() -> str:
     # Independent derivation (IEEE 802.11i): what wpa_passphrase prints for this SSID and passphrase.
     return hashlib.pbkdf2_hmac("sha1", PASSPHRASE.encode(), SSID.encode(), 4096, 32).hex()
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _prepare_args(image: Path, bundle: Path, config: Path, wheel: Path, key: Path, psk: Path) -> list[str]:
@@ -97,7 +87,7 @@ def test_bookworm_image_gets_firstrun_and_everything_byte_for_byte(
     mbr_before = region_sha256(image.path, 0, 512)
     root_before = region_sha256(image.path, image.root_start, image.root_size)
 
-    code, out, err = _cli(_prepare_args(image.path, mobilenet_bundle, agent_config, edge_wheel, ssh_keypair[0],
+    code, out, err = run_cli(_prepare_args(image.path, mobilenet_bundle, agent_config, edge_wheel, ssh_keypair[0],
                                         psk_file), capsys)
     assert code == 0, err
     assert "first boot by firstrun" in out
@@ -137,7 +127,7 @@ def test_trixie_image_gets_cloud_init(
 ):
     image = pi_image("trixie")
     args = _prepare_args(image.path, bundle_archive, agent_config, edge_wheel, ssh_keypair[0], psk_file)
-    code, out, err = _cli([*args, "--json"], capsys)
+    code, out, err = run_cli([*args, "--json"], capsys)
     assert code == 0, err
     files = extract_boot(image, tmp_path / "boot")
     report = json.loads(out)
@@ -312,7 +302,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     argv = ["pi", "prepare-image", str(image.path)]
     for key, value in args.items():
         argv += [f"--{key}", value]
-    code, _out, err = _cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
