@@ -1,3 +1,0 @@
-from edge_runtime.cli import main
-
-main()
