@@ -11,7 +11,7 @@ boundary with ``raise ... from exc``::
     │                        (the ingester logs, counts and stores it; it never stops for one)
     ├── BrokerConfigError    a devices file is invalid or the broker files cannot be written
     ├── ServiceError …       the HTTP service's errors (cloud_sync.service)
-    └── ClientError …        the device-side HTTP client's errors (cloud_sync.client)
+    └── ClientError …        the device-side HTTP client's errors (edge_device.client)
 """
 
 from __future__ import annotations

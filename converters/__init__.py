@@ -30,6 +30,7 @@ Errors of the runtime met on the way (e.g. an unreadable image) are wrapped in C
 from __future__ import annotations
 
 from ._convert import VARIANT_NAMES, bundle_dir_name, convert
+from ._cpu import cpu_name, has_vnni
 from ._errors import (
     CalibrationError,
     ConversionError,
@@ -64,8 +65,10 @@ __all__ = [
     "VariantReport",
     "bundle_dir_name",
     "convert",
+    "cpu_name",
     "efficientnet_lite0_weights",
     "export_efficientnet_lite0",
+    "has_vnni",
     "parse_preprocess",
     "parse_quantize",
     "parse_shape",

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import DecodeError, InputError, Preprocess, TensorSpec, load_image
-from edge_runtime._imaging import ImagePreprocessor
+from edge_runtime import DecodeError, ImagePreprocessor, InputError, Preprocess, TensorSpec, load_image
 
 from ._errors import CalibrationError, EvalDataError, ShapeError
 

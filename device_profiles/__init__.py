@@ -26,6 +26,7 @@ from ._model import (
     load_profile,
     profile_names,
     read_profile,
+    resolve_profile,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "profile_for",
     "profile_names",
     "read_profile",
+    "resolve_profile",
 ]

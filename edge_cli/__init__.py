@@ -20,21 +20,21 @@ __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
 # name -> "module:attribute"; the order is the order of `edge --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("edge_runtime.cli._inspect:inspect_cmd", "Show a model's or bundle's inputs, outputs and manifest."),
-    "bundle": ("edge_runtime.cli._bundle:bundle_cmd", "Wrap a .tflite/.onnx model into a bundle."),
-    "keys": ("edge_runtime.cli._keys:keys_group", "Create Ed25519 signing keys."),
-    "sign": ("edge_runtime.cli._keys:sign_cmd", "Sign a bundle with a private key."),
-    "verify": ("edge_runtime.cli._keys:verify_cmd", "Verify a bundle's hashes and signature."),
-    "run": ("edge_runtime.cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
-    "bench": ("edge_runtime.cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
-    "convert": ("converters._cli:convert_cmd", "Convert and quantize a model, measure each variant, recommend one."),
-    "profiles": ("device_profiles._cli:profiles_group", "List, show and detect device profiles."),
-    "agent": ("edge_runtime.cli._agent:agent_group", "Run the device agent (hybrid routing, telemetry, signed updates)."),  # noqa: E501
-    "pi": ("edge_runtime.cli._pi:pi_group", "Prepare a Raspberry Pi SD image, flash it, or install onto a running Pi."),
-    "outbox": ("edge_runtime.cli._outbox:outbox_group", "Inspect or purge the telemetry outbox."),
-    "cloud": ("cloud_sync.cli:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),
-    "publish": ("cloud_sync.cli._registry:publish_cmd", "Upload a signed bundle to the cloud registry."),
-    "registry": ("cloud_sync.cli._registry:registry_group", "List, promote and roll back registry models."),
+    "inspect": ("edge_cli._inspect:inspect_cmd", "Show a model's or bundle's inputs, outputs and manifest."),
+    "bundle": ("edge_cli._bundle:bundle_cmd", "Wrap a .tflite/.onnx model into a bundle."),
+    "keys": ("edge_cli._keys:keys_group", "Create Ed25519 signing keys."),
+    "sign": ("edge_cli._keys:sign_cmd", "Sign a bundle with a private key."),
+    "verify": ("edge_cli._keys:verify_cmd", "Verify a bundle's hashes and signature."),
+    "run": ("edge_cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
+    "bench": ("edge_cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
+    "convert": ("edge_cli._convert:convert_cmd", "Convert and quantize a model, measure each variant, recommend one."),
+    "profiles": ("edge_cli._profiles:profiles_group", "List, show and detect device profiles."),
+    "agent": ("edge_cli._agent:agent_group", "Run the device agent (hybrid routing, telemetry, signed updates)."),
+    "pi": ("edge_cli._pi:pi_group", "Prepare a Raspberry Pi SD image, flash it, or install onto a running Pi."),
+    "outbox": ("edge_cli._outbox:outbox_group", "Inspect or purge the telemetry outbox."),
+    "cloud": ("edge_cli.cloud:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),
+    "publish": ("edge_cli.cloud._registry:publish_cmd", "Upload a signed bundle to the cloud registry."),
+    "registry": ("edge_cli.cloud._registry:registry_group", "List, promote and roll back registry models."),
 }
 
 

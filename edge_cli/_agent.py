@@ -27,7 +27,7 @@ def _config_option(f: Any) -> Any:
 
 
 def _load(ctx: click.Context, config_path: Path | None) -> Any:
-    from ..agent import load_config
+    from edge_device.agent import load_config
 
     path = config_path or (ctx.obj or {}).get("config")
     if path is None:
@@ -64,10 +64,10 @@ def run_cmd(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _run(config: Any) -> None:
-    from ..agent import Agent
+    from edge_device.agent import Agent
 
     # A service's log is its journal: say what it does (events, switches) without -v.
-    logging.getLogger("edge_runtime.agent").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
+    logging.getLogger("edge_device.agent").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
     agent = Agent(config)
     if threading.current_thread() is threading.main_thread():
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -92,9 +92,8 @@ def check_config_cmd(ctx: click.Context, config_path: Path | None, as_json: bool
 
     Exits 1 with one line per problem; prints a summary when everything is usable.
     """
-    from .._errors import EdgeError
-    from .._signing import key_id, load_public_key
-    from ..agent import AgentConfigError
+    from edge_device.agent import AgentConfigError
+    from edge_runtime import EdgeError, key_id, load_public_key
 
     cfg = _load(ctx, config_path)
     problems: list[str] = []
@@ -130,7 +129,7 @@ def check_config_cmd(ctx: click.Context, config_path: Path | None, as_json: bool
 @agent_group.command("example-config")
 def example_config_cmd() -> None:
     """Print a complete, commented agent.toml to start from."""
-    from ..agent import EXAMPLE_TOML
+    from edge_device.agent import EXAMPLE_TOML
 
     click.echo(EXAMPLE_TOML, nl=False)
 
@@ -142,7 +141,7 @@ def example_config_cmd() -> None:
 @click.pass_context
 def status_cmd(ctx: click.Context, config_path: Path | None, as_json: bool, no_load: bool) -> None:
     """Show the state directory and the model a start would run (verified and loaded, read-only)."""
-    from ..agent import StateStore, verify_startup
+    from edge_device.agent import StateStore, verify_startup
 
     cfg = _load(ctx, config_path)
     out: dict[str, Any] = StateStore(cfg.state_dir).describe()
@@ -173,7 +172,7 @@ def status_cmd(ctx: click.Context, config_path: Path | None, as_json: bool, no_l
 def rollback_cmd(ctx: click.Context, config_path: Path | None, reason: str) -> None:
     """Go back to the previous model. The version left is marked bad (never installed again); a
     running agent is told with SIGHUP and switches between two frames."""
-    from ..agent import StateStore, rollback_pointers
+    from edge_device.agent import StateStore, rollback_pointers
 
     cfg = _load(ctx, config_path)
     store = StateStore(cfg.state_dir)
@@ -196,8 +195,15 @@ def rollback_cmd(ctx: click.Context, config_path: Path | None, reason: str) -> N
 def install_cmd(ctx: click.Context, bundle: Path, config_path: Path | None) -> None:
     """Install a signed bundle by hand (air-gapped devices): the same checks as an update
     (pinned keys, hashes, newer version, expiry, health check), then the atomic switch."""
-    from ..agent import StateStore, Updater, UpdateRefused, resolve_startup
-    from ..agent._startup import ensure_adopted, load_keys, model_options
+    from edge_device.agent import (
+        StateStore,
+        Updater,
+        UpdateRefused,
+        ensure_adopted,
+        load_keys,
+        model_options,
+        resolve_startup,
+    )
 
     cfg = _load(ctx, config_path)
     store = StateStore(cfg.state_dir)

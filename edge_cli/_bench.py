@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from .._bench import bench_model
-from .._imaging import load_image
-from .._model import Model
+from edge_runtime import Model, bench_model, load_image
+
 from ._common import echo_json
 
 __all__ = ["bench_cmd"]

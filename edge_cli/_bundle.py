@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from .._errors import EdgeError
-from .._make import describe_model, make_bundle
-from .._manifest import Postprocess, Preprocess
-from .._signing import load_private_key
+from edge_runtime import EdgeError, Postprocess, Preprocess, describe_model, load_private_key, make_bundle
+
 from ._common import echo_json
 
 __all__ = ["bundle_cmd", "parse_floats", "parse_size"]
@@ -117,7 +115,7 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
                            sign_key=key, overwrite=force)
     except EdgeError:
         raise
-    from .._bundle import open_bundle
+    from edge_runtime import open_bundle
 
     b = open_bundle(path, pubkey=key.public_key() if key else None)
     if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .._errors import EdgeError
+from edge_runtime import EdgeError
 
 __all__ = ["echo_json", "fail", "run_cli"]
 

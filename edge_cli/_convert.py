@@ -8,10 +8,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from edge_runtime.cli._common import echo_json
-
-from ._convert import convert
-from ._options import ConvertOptions, parse_preprocess, parse_quantize, parse_shape
+from converters import ConvertOptions, convert, parse_preprocess, parse_quantize, parse_shape
+from edge_cli._common import echo_json
 
 __all__ = ["convert_cmd"]
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from .._bundle import is_archive, manifest_summary, open_bundle
-from .._make import describe_model
-from .._manifest import TensorSpec
+from edge_runtime import TensorSpec, describe_model, is_archive, manifest_summary, open_bundle
+
 from ._common import echo_json
 
 __all__ = ["inspect_cmd"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .._bundle import open_bundle, sign_bundle
-from .._signing import generate_keypair, key_id, load_private_key, load_public_key
+from edge_runtime import generate_keypair, key_id, load_private_key, load_public_key, open_bundle, sign_bundle
+
 from ._common import echo_json
 
 __all__ = ["keys_group", "sign_cmd", "verify_cmd"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..telemetry import KINDS, Outbox, default_outbox_path
+from edge_device.telemetry import KINDS, Outbox, default_outbox_path
+
 from ._common import echo_json
 
 __all__ = ["outbox_group"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..deploy import (
+from edge_deploy import (
     DeployInputError,
     DeviceSettings,
     flash_image,
@@ -20,6 +20,7 @@ from ..deploy import (
     read_ssh_keys,
     read_wifi,
 )
+
 from ._common import echo_json
 
 __all__ = ["pi_group"]
@@ -119,7 +120,7 @@ def flash_cmd(image: Path, device: Path, verify: bool, yes: bool) -> None:
     Refuses a device that is mounted, holds the running system, is a partition, or is smaller than
     the image. A regular file is accepted as DEVICE (a file-backed disk), but is never grown.
     """
-    from ..deploy import check_target
+    from edge_deploy import check_target
 
     check_target(image, device)
     if device.is_block_device() and not yes:

@@ -1,6 +1,6 @@
 """``edge profiles``: list, show and detect device profiles.
 
-Registered lazily by ``edge_runtime.cli``; errors are raised as ProfileError, which the top-level
+Registered lazily by ``edge_cli``; errors are raised as ProfileError, which the top-level
 ``edge`` command prints as one ``error: ...`` line with exit code 1.
 """
 
@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from ._detect import Detection, detect
-from ._model import Profile, list_profiles, resolve_profile
+from device_profiles import Detection, Profile, detect, list_profiles, resolve_profile
 
 __all__ = ["profiles_group"]
 

@@ -10,11 +10,8 @@ from types import FrameType
 
 import click
 
-from .._model import Model
-from .._pipeline import Pipeline
-from .._signing import load_public_key
-from .._sinks import Sink, open_sink
-from ..sources import open_source
+from edge_runtime import Model, Pipeline, Sink, load_public_key, open_sink
+from edge_runtime.sources import open_source
 
 __all__ = ["run_cmd"]
 
@@ -79,7 +76,7 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
     if mqtt_url or device_id:
         if not (mqtt_url and device_id):
             raise click.UsageError("--mqtt and --device-id go together")
-        from ..telemetry import open_telemetry
+        from edge_device.telemetry import open_telemetry
 
         sinks.append(open_telemetry(mqtt_url, device_id, outbox, username=mqtt_username,
                                     password_file=mqtt_password_file, ca_file=mqtt_ca, cert_file=mqtt_cert,

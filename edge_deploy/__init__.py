@@ -1,6 +1,6 @@
 """Deploy to Raspberry Pis: prepare an SD card image, flash it, install onto a running Pi.
 
->>> from edge_runtime.deploy import DeviceSettings, prepare_image, flash_image
+>>> from edge_deploy import DeviceSettings, prepare_image, flash_image
 >>> prepare_image("raspios.img", bundle="mobilenet_v2.tar.gz", config="agent.toml",
 ...               settings=DeviceSettings(hostname="cam-1", ssh_keys=read_ssh_keys(Path("id.pub"))))
 >>> flash_image("raspios.img", "/dev/sdb")      # refuses mounted, system and too-small disks

@@ -169,7 +169,7 @@ fi
 PLAN="$("$PY" - "$PROFILE" <<'PYEOF'
 import sys
 from device_profiles import load_profile, profile_for
-from edge_runtime.deploy import install_plan
+from edge_deploy import install_plan
 name = sys.argv[1]
 profile = load_profile(name) if name else profile_for(None)
 sys.stdout.write(install_plan(profile).shell())
@@ -227,7 +227,7 @@ fi
 # The unit comes from the installed package, so it always matches the installed agent.
 UNIT_TMP="$(mktemp)"
 trap 'rm -f "$UNIT_TMP"' EXIT
-"$PY" -c 'import sys; from edge_runtime.deploy import AGENT_UNIT; sys.stdout.write(AGENT_UNIT)' >"$UNIT_TMP"
+"$PY" -c 'import sys; from edge_deploy import AGENT_UNIT; sys.stdout.write(AGENT_UNIT)' >"$UNIT_TMP"
 if ! cmp -s "$UNIT_TMP" "$UNIT_PATH"; then
     install -d -m 755 "$(dirname "$UNIT_PATH")"
     install_file "$UNIT_TMP" "$UNIT_PATH" 644 root root

@@ -1,4 +1,4 @@
-"""Errors of ``edge_runtime.deploy``, part of the one ``EdgeError`` tree::
+"""Errors of ``edge_deploy``, part of the one ``EdgeError`` tree::
 
     EdgeError
     └── DeployError                 preparing or flashing cannot go on
@@ -15,7 +15,7 @@ starts leaves the image and the target untouched.
 
 from __future__ import annotations
 
-from .._errors import EdgeError
+from edge_runtime import EdgeError
 
 __all__ = [
     "DeployError",

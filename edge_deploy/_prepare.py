@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .._bundle import is_archive, open_bundle, pack_bundle
-from .._errors import BundleError
+from edge_runtime import BundleError, is_archive, open_bundle, pack_bundle
+
 from ._assets import INSTALL_SCRIPT
 from ._errors import DeployInputError, ImageError
 from ._fat import FatVolume

@@ -7,7 +7,18 @@ framework, FastAPI or SQLAlchemy.
 
 from __future__ import annotations
 
-from ._bundle import Bundle, open_bundle, pack_bundle, safe_extract, sha256_file, sign_bundle, write_bundle
+from ._bench import bench_model
+from ._bundle import (
+    Bundle,
+    is_archive,
+    manifest_summary,
+    open_bundle,
+    pack_bundle,
+    safe_extract,
+    sha256_file,
+    sign_bundle,
+    write_bundle,
+)
 from ._errors import (
     BackendError,
     BackendUnavailableError,
@@ -24,40 +35,52 @@ from ._errors import (
     SinkError,
     SourceError,
     UnsafeArchiveError,
+    describe_validation_error,
+    first_line,
 )
-from ._imaging import load_image
+from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, load_image
 from ._make import ModelDescription, describe_model, make_bundle, model_format
 from ._manifest import FileEntry, Manifest, Postprocess, Preprocess, Quantization, TensorSpec
 from ._model import Model, Prediction
-from ._pipeline import Pipeline, PipelineStats, error_record, make_record
-from ._signing import generate_keypair, load_private_key, load_public_key
+from ._pipeline import Pipeline, PipelineStats, Predictor
+from ._record import Detection, Latency, ModelRef, Record, ScoredLabel, error_record, make_record, utc_now
+from ._signing import PublicKey, generate_keypair, key_id, load_private_key, load_public_key
 from ._sinks import JsonlSink, Sink, SqliteSink, StreamSink, open_sink
 from ._version import __version__
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "BackendError",
     "BackendUnavailableError",
     "Bundle",
     "BundleError",
     "DecodeError",
+    "Detection",
     "EdgeError",
     "FileEntry",
+    "ImagePreprocessor",
     "InferenceError",
     "InputError",
     "IntegrityError",
     "JsonlSink",
     "KeyFileError",
+    "Latency",
     "Manifest",
     "ManifestError",
     "Model",
     "ModelDescription",
     "ModelError",
+    "ModelRef",
     "Pipeline",
     "PipelineStats",
     "Postprocess",
     "Prediction",
+    "Predictor",
     "Preprocess",
+    "PublicKey",
     "Quantization",
+    "Record",
+    "ScoredLabel",
     "SignatureError",
     "Sink",
     "SinkError",
@@ -67,14 +90,20 @@ __all__ = [
     "TensorSpec",
     "UnsafeArchiveError",
     "__version__",
+    "bench_model",
     "describe_model",
+    "describe_validation_error",
     "error_record",
+    "first_line",
     "generate_keypair",
+    "is_archive",
+    "key_id",
     "load_image",
     "load_private_key",
     "load_public_key",
     "make_bundle",
     "make_record",
+    "manifest_summary",
     "model_format",
     "open_bundle",
     "open_sink",
@@ -82,5 +111,6 @@ __all__ = [
     "safe_extract",
     "sha256_file",
     "sign_bundle",
+    "utc_now",
     "write_bundle",
 ]

@@ -26,6 +26,8 @@ them as they are on one line.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
@@ -103,3 +105,29 @@ class SinkError(EdgeError):
 
 class KeyFileError(EdgeError):
     """A signing or verification key file is missing or malformed."""
+
+
+def first_line(exc: BaseException, *, last: bool = False, typed: bool = False) -> str:
+    """One line of a third-party error for our own messages.
+
+    Native libraries put the useful line first (onnxruntime, LiteRT) or last (OpenCV's C++
+    traceback: ``last=True``); a SQLAlchemy error's driver error (``.orig``) is what names the cause.
+    ``typed=True`` puts the error's class name in front.
+    """
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    line = (lines[-1] if last else lines[0]) if lines else ""
+    if typed:
+        return f"{type(inner).__name__}: {line}"
+    return line or type(inner).__name__
+
+
+def describe_validation_error(exc: Any, what: str) -> str:
+    """pydantic's ValidationError as one line naming each bad field (the first five), for config errors."""
+    problems = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or what
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{loc}: {msg}")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return f"invalid {what}: " + "; ".join(problems) + more

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,40 +29,19 @@ import numpy as np
 from ._errors import EdgeError, SinkError
 from ._imaging import ImagePreprocessor, load_image
 from ._manifest import Preprocess, TensorSpec
-from ._model import Model, Prediction
+from ._model import Model
+from ._record import Record, error_record, make_record
 from ._sinks import Sink
 from .sources import Frame, ImageFilesSource, Source
 
-__all__ = ["Pipeline", "PipelineStats", "error_record", "make_record"]
+__all__ = ["Pipeline", "PipelineStats", "Predictor"]
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
 #: turns (model, frame data, local prediction) into a record; the hybrid router plugs in here
 Predictor = Callable[[Model, Frame, list[np.ndarray]], Record]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def make_record(model: Model, frame: Frame, pred: Prediction, *, path: str = "local") -> Record:
-    rec: Record = {"ts": _now(), "source": frame.source, "frame": frame.index}
-    if pred.top_k is not None:
-        rec["top_k"] = [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k]
-    if pred.values is not None:
-        rec["values"] = pred.values
-    rec["latency_ms"] = pred.latency_ms
-    rec["model"] = {"name": model.name, "version": model.version}
-    rec["backend"] = model.backend_name
-    rec["path"] = path
-    return rec
-
-
-def error_record(model: Model, frame: Frame, error: str) -> Record:
-    return {"ts": _now(), "source": frame.source, "frame": frame.index, "error": error,
-            "model": {"name": model.name, "version": model.version}, "backend": model.backend_name,
-            "path": "local"}
 
 
 #: below this many files, starting decode processes costs more than it gains

@@ -7,13 +7,13 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Protocol, TextIO, runtime_checkable
+from typing import Protocol, TextIO, runtime_checkable
 
 from ._errors import SinkError
+from ._record import Record
 
 __all__ = ["JsonlSink", "Sink", "SqliteSink", "StreamSink", "open_sink"]
 
-Record = dict[str, Any]
 
 
 @runtime_checkable
@@ -88,15 +88,17 @@ class SqliteSink:
             raise SinkError(f"{self.path}: cannot open SQLite database ({exc})") from exc
 
     def write(self, record: Record) -> None:
-        top = (record.get("top_k") or [{}])[0]
-        model = record.get("model") or {}
+        top_k = record.get("top_k")
+        top = top_k[0] if top_k else None
+        model = record.get("model")
         with self._lock:
             try:
                 self._db.execute(
                     "INSERT INTO records (ts, source, frame, model, version, top_label, top_score, error, record)"
                     " VALUES (?,?,?,?,?,?,?,?,?)",
-                    (record.get("ts"), record.get("source"), record.get("frame"), model.get("name"),
-                     model.get("version"), top.get("label"), top.get("score"), record.get("error"),
+                    (record["ts"], record["source"], record["frame"], model["name"] if model else None,
+                     model["version"] if model else None, top["label"] if top else None,
+                     top["score"] if top else None, record.get("error"),
                      json.dumps(record, separators=(",", ":"))),
                 )
                 self._pending += 1

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
-from cloud_sync.client import CloudClient  # noqa: E402
+from edge_device.client import CloudClient  # noqa: E402
 from edge_runtime import Model, generate_keypair, load_private_key, make_bundle  # noqa: E402
 from tests.agent._servers import ADMIN_TOKEN, CloudService, Mosquitto, env_with_project, toml_dumps  # noqa: E402
 
@@ -131,7 +131,7 @@ def bench_frame_rate(tmp: Path, bundle: Path, pub: Path, n_images: int, repeats:
     dead_cloud = {"url": f"http://127.0.0.1:{hole_port}", "token": "unused-token"}
     breaker = {"failures": 3, "backoff_s": 5.0, "backoff_max_s": 60.0}
     variants: dict[str, list[str]] = {
-        "edge run": [sys.executable, "-m", "edge_runtime", "run", str(bundle), "--source", str(images),
+        "edge run": [sys.executable, "-m", "edge_cli", "run", str(bundle), "--source", str(images),
                      "--output", str(tmp / "run.jsonl"), "--threads", str(threads), "--backend", "litert"],
     }
     for name, extra in (("agent offline + telemetry", {}),
@@ -142,7 +142,7 @@ def bench_frame_rate(tmp: Path, bundle: Path, pub: Path, n_images: int, repeats:
                                                        "cloud": dead_cloud})):
         conf = agent_toml(tmp, outputs_name(name), bundle=bundle, pub=pub, source=str(images), threads=threads,
                           telemetry=telemetry, **extra)
-        variants[name] = [sys.executable, "-m", "edge_runtime", "-v", "agent", "--config", str(conf)]
+        variants[name] = [sys.executable, "-m", "edge_cli", "-v", "agent", "--config", str(conf)]
     rows: dict[str, dict[str, list[float]]] = {k: {"fps": [], "rss_mib": [], "wall_s": [], "open_fps": []}
                                                for k in variants}
     outputs = {name: tmp / f"{outputs_name(name)}.jsonl" for name in variants}
@@ -201,7 +201,7 @@ def bench_update(tmp: Path, key: Path, pub: Path, broker: Mosquitto, n_updates: 
                       telemetry={"mqtt_url": broker.url, "confirm": "broker"})
     text = conf.read_text().replace(f'spec = "{images}"', f'spec = "{images}"\nrepeat = true')
     conf.write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "-v", "agent", "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "-v", "agent", "--config", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_with_project(),
                             cwd=ROOT)
     lines: list[str] = []

@@ -72,7 +72,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": TOKEN,
                     "EDGE_INFERENCE_THREADS": str(threads), **env}
-        code = "from cloud_sync.cli._serve import serve_cmd; serve_cmd()"
+        code = "from edge_cli.cloud._serve import serve_cmd; serve_cmd()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--port", str(self.port), "--data-dir", str(workdir),
              "--trusted-key", str(pub), "--log-level", "warning"],
@@ -178,7 +178,7 @@ def main() -> None:
     with edge_runtime.Model.load(bundle, threads=1) as m:
         tensors = [m.preprocess(edge_runtime.load_image(DATA / "images" / i))[0] for i in IMAGES]
 
-    from cloud_sync.client import CloudClient
+    from edge_device.client import CloudClient
 
     raw_model = edge_runtime.Model.load(bundle, threads=args.threads)
     for tensor in tensors:

@@ -149,7 +149,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
-    from converters._cpu import cpu_name, has_vnni
+    from converters import cpu_name, has_vnni
 
     with tempfile.TemporaryDirectory(prefix="bench-converters-") as tmp:
         work = Path(tmp)

@@ -31,9 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
-from edge_runtime import Model, load_image, make_bundle  # noqa: E402
-from edge_runtime._bench import bench_model  # noqa: E402
-from edge_runtime._pipeline import Pipeline  # noqa: E402
+from edge_runtime import (  # noqa: E402
+    Model,
+    Pipeline,
+    bench_model,
+    load_image,
+    make_bundle,
+)
 from edge_runtime.sources import ImageFilesSource  # noqa: E402
 
 
@@ -122,7 +126,7 @@ def import_time() -> dict:
 
 def run_rss(bundle: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(bundle), "--source",
+    proc = subprocess.run([sys.executable, "-m", "edge_cli", "run", str(bundle), "--source",
                            str(SHARED / "images"), "--output", os.devnull, "--backend", "litert"],
                           cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from cloud_sync.db import make_engine, telemetry_records  # noqa: E402
-from edge_runtime.telemetry import Outbox, open_telemetry  # noqa: E402
+from edge_device.telemetry import Outbox, open_telemetry  # noqa: E402
 from tests.telemetry.fixtures import frame  # noqa: E402
 from tests.telemetry.servers import Mosquitto, SilentServer, wait_for  # noqa: E402
 
@@ -48,7 +48,7 @@ def pct(values: list[float], q: float) -> float:
 class Ingest:
     def __init__(self, url: str, db: Path) -> None:
         self.db_url = f"sqlite:///{db}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "cloud", "ingest", "--mqtt", url,
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "cloud", "ingest", "--mqtt", url,
                                       "--db", self.db_url, "--stats-interval", "0"], cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None

@@ -34,7 +34,7 @@ CALIBRATION = ("astronaut.png", "rocket.jpg", "horse.png", "motorcycle_left.png"
 
 
 def edge(*args: str, capture: bool = False) -> str:
-    cmd = [sys.executable, "-m", "edge_runtime", *args]
+    cmd = [sys.executable, "-m", "edge_cli", *args]
     print(f"\n$ edge {' '.join(shlex.quote(a) for a in args)}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None)
     if proc.returncode != 0:

@@ -2,7 +2,7 @@
 Mosquitto configuration (users, passwords, ACL) that keeps each device to its own topics.
 
 >>> from cloud_sync.ingest import IngestConfig, Ingester          # doctest: +SKIP
->>> from edge_runtime.telemetry import MqttConfig                 # doctest: +SKIP
+>>> from edge_device.telemetry import MqttConfig                 # doctest: +SKIP
 >>> ing = Ingester(IngestConfig(mqtt=MqttConfig(url="mqtt://localhost:1883"),
 ...                             db_url="postgresql://ingest@db/edge"))   # doctest: +SKIP
 >>> ing.start()                                                   # doctest: +SKIP

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from edge_runtime.telemetry import validate_device_id
-from edge_runtime.telemetry._config import describe_validation_error
+from edge_device.telemetry import validate_device_id
+from edge_runtime import describe_validation_error
 
 from .._errors import BrokerConfigError
 

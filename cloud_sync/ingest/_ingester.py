@@ -45,8 +45,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from edge_runtime.telemetry import SCHEMA_VERSION, MqttConfig, TelemetryError, backoff_delay, create_client
-from edge_runtime.telemetry._config import describe_validation_error
+from edge_device.telemetry import SCHEMA_VERSION, MqttConfig, TelemetryError, backoff_delay, create_client
+from edge_runtime import describe_validation_error, first_line
 
 from .._errors import DatabaseError, IngestError, PayloadError
 from ..db import (
@@ -301,10 +301,10 @@ class Ingester:
             except (OperationalError, InterfaceError) as exc:
                 # Connection trouble or a locked SQLite file: transient, retry the same batch.
                 self.stats.db_retries += 1
-                self.stats.last_error = f"database: {_first_line(exc)}"
+                self.stats.last_error = f"database: {first_line(exc, typed=True)}"
                 delay = backoff_delay(attempt, 0.2, 10.0, self._rng)
                 attempt += 1
-                log.error("ingest: database unavailable (%s); retrying in %.1f s", _first_line(exc), delay)
+                log.error("ingest: database unavailable (%s); retrying in %.1f s", first_line(exc, typed=True), delay)
                 if self._stop.wait(delay):
                     return None
             except DBAPIError as exc:
@@ -321,11 +321,11 @@ class Ingester:
                 if isinstance(parsed, Rejected):
                     # Even the reject row was refused: nothing more can be stored; say so loudly.
                     log.error("ingest: cannot store the rejected payload from %s either (%s); dropping it",
-                              m.topic, _first_line(exc))
+                              m.topic, first_line(exc, typed=True))
                     self.stats.rejected["unstorable"] += 1
                     return {}
                 device_id, seq = salvage_key(m.topic, m.payload)
-                items = [(m, Rejected(topic=m.topic, reason=f"the database refused it: {_first_line(exc)}",
+                items = [(m, Rejected(topic=m.topic, reason=f"the database refused it: {first_line(exc, typed=True)}",
                                       category="database", device_id=device_id, seq=seq, payload=m.payload,
                                       truncated=False))]
 
@@ -476,9 +476,4 @@ class Ingester:
             self._client.publish(f"edge/{device_id}/cmd/ack", payload, qos=1)
             self.stats.confirms_sent += 1
 
-
-def _first_line(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    text = str(inner).strip().splitlines()
-    return f"{type(inner).__name__}: {text[0] if text else ''}"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_runtime.telemetry import SCHEMA_VERSION, MessageEnvelope, StatusMessage
+from edge_device.telemetry import SCHEMA_VERSION, MessageEnvelope, StatusMessage
 
 from .._errors import PayloadError
 

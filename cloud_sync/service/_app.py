@@ -31,9 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge_runtime import EdgeError, InputError, load_public_key
-from edge_runtime._signing import PublicKey
-from edge_runtime._version import __version__
+from edge_runtime import EdgeError, InputError, PublicKey, __version__, load_public_key
 
 from . import _schemas as S
 from ._auth import Principal, hash_token, parse_bearer, tokens_equal

@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
-from edge_runtime._imaging import MAX_IMAGE_PIXELS
+from edge_runtime import MAX_IMAGE_PIXELS
 
 from ._errors import BadRequestError, UnprocessableError, UnsupportedMediaTypeError
 from ._http import content_type, read_limited

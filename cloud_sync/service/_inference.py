@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import BundleError, EdgeError, Model, open_bundle, sha256_file
-from edge_runtime._signing import PublicKey
+from edge_runtime import BundleError, EdgeError, Model, PublicKey, open_bundle, sha256_file
 from edge_runtime.backends import Backend, BackendOptions, load_backend
 
 from ._errors import ServiceError, StorageError, UnprocessableError

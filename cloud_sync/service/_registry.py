@@ -22,13 +22,13 @@ from edge_runtime import (
     BundleError,
     IntegrityError,
     ManifestError,
+    PublicKey,
     SignatureError,
     UnsafeArchiveError,
     open_bundle,
     safe_extract,
     sha256_file,
 )
-from edge_runtime._signing import PublicKey
 
 from ._db import channel_events, devices, models, utcnow, versions
 from ._errors import ConflictError, NotFoundError, StorageError, UnprocessableError

@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from edge_runtime._imaging import MAX_IMAGE_PIXELS
+from edge_runtime import MAX_IMAGE_PIXELS
 
 from . import _schemas as S
 from ._db import utcnow

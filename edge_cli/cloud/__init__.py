@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from edge_runtime.cli import LazyGroup
+from edge_cli import LazyGroup
 
 __all__ = ["COMMANDS", "cloud_group"]
 
 # name -> ("module:attribute", short help); the order is the order of `edge cloud --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("cloud_sync.cli._serve:serve_cmd", "Run the cloud service (registry, inference, fleet)."),
-    "ingest": ("cloud_sync.cli._ingest:ingest_cmd", "Write devices' MQTT telemetry into the database."),
-    "broker-config": ("cloud_sync.cli._broker_config:broker_config_cmd",
+    "serve": ("edge_cli.cloud._serve:serve_cmd", "Run the cloud service (registry, inference, fleet)."),
+    "ingest": ("edge_cli.cloud._ingest:ingest_cmd", "Write devices' MQTT telemetry into the database."),
+    "broker-config": ("edge_cli.cloud._broker_config:broker_config_cmd",
                       "Write a Mosquitto config, password file and ACL for a fleet."),
 }
 

@@ -38,7 +38,7 @@ def broker_config_cmd(devices_file: Path, out_dir: Path, port: int, bind: str, c
       edge cloud broker-config --devices fleet.toml -o /etc/mosquitto/edge
       mosquitto -c /etc/mosquitto/edge/mosquitto.conf
     """
-    from ..ingest import load_devices_file, write_broker_config
+    from cloud_sync.ingest import load_devices_file, write_broker_config
 
     spec = load_devices_file(devices_file)
     files = write_broker_config(spec, out_dir, port=port, bind=bind, cafile=cafile, certfile=certfile,

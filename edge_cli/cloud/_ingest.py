@@ -11,10 +11,9 @@ from types import FrameType
 
 import click
 
-from edge_runtime.telemetry import MqttConfig
-from edge_runtime.telemetry._config import describe_validation_error
-
-from .._errors import IngestError
+from cloud_sync import IngestError
+from edge_device.telemetry import MqttConfig
+from edge_runtime import describe_validation_error
 
 __all__ = ["ingest_cmd"]
 
@@ -57,7 +56,7 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
     """
     from pydantic import ValidationError
 
-    from ..ingest import IngestConfig, Ingester
+    from cloud_sync.ingest import IngestConfig, Ingester
 
     try:
         mqtt = MqttConfig(url=mqtt_url, username=username, password_file=password_file, ca_file=ca_file,

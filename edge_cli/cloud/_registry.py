@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from edge_cli._common import echo_json
 from edge_runtime import open_bundle, pack_bundle
-from edge_runtime.cli._common import echo_json
 
 __all__ = ["publish_cmd", "registry_group"]
 
@@ -21,7 +21,7 @@ _timeout_opt = click.option("--timeout", default=300.0, show_default=True, help=
 
 
 def _client(registry: str, token: str, timeout: float) -> Any:
-    from cloud_sync.client import CloudClient
+    from edge_device.client import CloudClient
 
     return CloudClient(registry, token, timeout=timeout)
 

@@ -6,7 +6,7 @@ pinned keys, hashes, no rollback, no freeze, health check, atomic switch, automa
 systemd notify protocol with a watchdog, an optional local HTTP endpoint and Home Assistant
 discovery.
 
-    >>> from edge_runtime.agent import Agent, load_config      # doctest: +SKIP
+    >>> from edge_device.agent import Agent, load_config      # doctest: +SKIP
     >>> Agent(load_config("/etc/edge/agent.toml")).run()         # doctest: +SKIP
 
 Importing this package imports neither paho-mqtt nor the cloud client; starting the agent does,
@@ -41,7 +41,7 @@ from ._errors import (
 from ._http import LocalHTTP
 from ._router import CircuitBreaker, CloudClassifier, Router
 from ._sdnotify import SdNotifier, Watchdog
-from ._startup import Fallback, Startup, resolve_startup, verify_startup
+from ._startup import Fallback, Startup, ensure_adopted, load_keys, model_options, resolve_startup, verify_startup
 from ._state import AgentState, Pointer, StateStore, rollback_pointers
 from ._updater import Probation, Updater, UpdateResult
 from ._verify import ModelOptions, check_rules, health_check, verify_bundle
@@ -86,8 +86,11 @@ __all__ = [
     "Watchdog",
     "check_rules",
     "discovery_messages",
+    "ensure_adopted",
     "health_check",
     "load_config",
+    "load_keys",
+    "model_options",
     "resolve_startup",
     "rollback_pointers",
     "verify_bundle",

@@ -5,7 +5,7 @@ Threads::
     main        the pipeline (source → preprocess → router → sinks); returns on stop or end of source
     updater     polls the registry, installs, watches probation, rolls back
     cloud-*     cloud calls of the router (each bounded by its deadline)
-    telemetry   outbox committer and MQTT publisher (edge_runtime.telemetry)
+    telemetry   outbox committer and MQTT publisher (edge_device.telemetry)
     commands    paho's thread for update notices and Home Assistant discovery
     sd-watchdog WATCHDOG=1 while frames come out
     local-http  /health and /latest
@@ -21,11 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .._errors import EdgeError
-from .._model import Model
-from .._pipeline import Pipeline
-from .._sinks import Sink, open_sink
-from ..sources import Frame, Source, open_source
+from edge_runtime import EdgeError, Model, Pipeline, Record, Sink, open_sink
+from edge_runtime.sources import Frame, Source, open_source
+
 from ._commands import CommandClient, UpdateNotice, discovery_messages
 from ._config import AgentConfig
 from ._errors import StateError, UpdateRefused
@@ -41,7 +39,7 @@ __all__ = ["Agent", "RepeatSource"]
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+
 
 
 class RepeatSource(Source):
@@ -185,7 +183,7 @@ class Agent:
                                  on_record=self._on_record, workers=cfg.source.workers, limit=cfg.source.limit)
         client = None
         if cfg.updates_active and cfg.cloud.url is not None:
-            from cloud_sync.client import CloudClient
+            from edge_device.client import CloudClient
 
             client = CloudClient(cfg.cloud.url, token, timeout=cfg.cloud.timeout_s)
         self.updater = Updater(cfg, self.store, self.keys, self.opts, client=client, emit=self.event,
@@ -298,7 +296,8 @@ class Agent:
         if self._retired and rec.get("backend") != "cloud":
             with self._lock:
                 active = self.model
-                if active is not None and (rec.get("model") or {}).get("version") == active.version:
+                ref = rec.get("model")
+                if active is not None and ref is not None and ref["version"] == active.version:
                     retired, self._retired = self._retired, []
                 else:
                     retired = []

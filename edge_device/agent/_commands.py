@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .._version import __version__
+from edge_runtime import __version__
+
 from ..telemetry import MqttConfig, TelemetryError, create_client, topic_for
 from ._errors import AgentError
 

@@ -220,7 +220,7 @@ class CloudConfig(_Section):
 
 
 class TelemetrySection(_Section):
-    """MQTT telemetry through the durable outbox (see edge_runtime.telemetry)."""
+    """MQTT telemetry through the durable outbox (see edge_device.telemetry)."""
 
     enabled: bool = True
     mqtt_url: str | None = None

@@ -1,4 +1,4 @@
-"""Errors of ``edge_runtime.agent``.
+"""Errors of ``edge_device.agent``.
 
 They sit under :class:`~edge_runtime.EdgeError`, so the ``edge`` CLI prints them as one line::
 
@@ -10,12 +10,12 @@ They sit under :class:`~edge_runtime.EdgeError`, so the ``edge`` CLI prints them
         └── UpdateError             an update could not be completed (download, disk): retried later
             └── UpdateRefused       a bundle was refused: ``reason`` says which rule it broke
 
-Errors of the cloud client (``cloud_sync.client``) are wrapped at the boundary with ``from``.
+Errors of the cloud client (``edge_device.client``) are wrapped at the boundary with ``from``.
 """
 
 from __future__ import annotations
 
-from .._errors import EdgeError
+from edge_runtime import EdgeError
 
 __all__ = [
     "REFUSAL_REASONS",
@@ -41,7 +41,7 @@ REFUSAL_REASONS = (
 
 
 class AgentError(EdgeError):
-    """Base of every error raised on purpose by edge_runtime.agent."""
+    """Base of every error raised on purpose by edge_device.agent."""
 
 
 class AgentConfigError(AgentError):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edge_runtime import Record
+
 from ._errors import AgentError
 
 __all__ = ["LocalHTTP"]
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 
 class LocalHTTP:
     def __init__(self, host: str, port: int, *, health: Callable[[], tuple[bool, dict[str, Any]]],
-                 latest: Callable[[], dict[str, Any] | None]) -> None:
+                 latest: Callable[[], Record | None]) -> None:
         handler = _make_handler(health, latest)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -53,7 +55,7 @@ class LocalHTTP:
 
 
 def _make_handler(health: Callable[[], tuple[bool, dict[str, Any]]],
-                  latest: Callable[[], dict[str, Any] | None]) -> type[BaseHTTPRequestHandler]:
+                  latest: Callable[[], Record | None]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "edge-agent"
 

@@ -29,16 +29,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .._errors import EdgeError
-from .._model import Model, Prediction
-from .._pipeline import error_record, make_record
-from ..sources import Frame
+from edge_runtime import EdgeError, Model, ModelRef, Prediction, Record, error_record, make_record, utc_now
+from edge_runtime.sources import Frame
+
 from ._config import BreakerConfig, RouterConfig
 from ._verify import prediction_ok
 
@@ -46,7 +44,7 @@ __all__ = ["CircuitBreaker", "CloudAnswer", "CloudClassifier", "Router"]
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+
 State = Literal["closed", "open", "half-open"]
 _ENCODED_AS_IS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
@@ -133,11 +131,11 @@ class CloudAnswer(Protocol):
 
 
 class CloudClassifier:
-    """The cloud path through ``cloud_sync.client.CloudClient.classify``; errors keep their class
+    """The cloud path through ``edge_device.client.CloudClient.classify``; errors keep their class
     (TransportError, DeadlineExceeded, HTTPStatusError) for the router to tell them apart."""
 
     def __init__(self, base_url: str, token: str | None, model: str, top_k: int) -> None:
-        from cloud_sync.client import CloudClient
+        from edge_device.client import CloudClient
 
         self._client = CloudClient(base_url, token)
         self.model = model
@@ -171,7 +169,7 @@ class Router:
         self._errors: tuple[type[BaseException], ...] = (_CloudPathError,)
         self._timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
         if self._pool is not None:
-            from cloud_sync.client import ClientError, DeadlineExceeded
+            from edge_device.client import ClientError, DeadlineExceeded
 
             self._errors = (_CloudPathError, ClientError)
             self._timeouts = (DeadlineExceeded, TimeoutError)
@@ -344,18 +342,22 @@ class Router:
             pred = Prediction(top_k=[(str(t["label"]), float(t["score"])) for t in top])
         except (KeyError, TypeError, ValueError) as exc:
             raise _CloudPathError(f"the cloud's top_k is malformed ({exc!r})") from exc
-        rec: Record = {"ts": None, "source": frame.source, "frame": frame.index,
+        try:
+            ref: ModelRef = {"name": str(model["name"]), "version": int(model["version"])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _CloudPathError(f"the cloud's answer names no model ({exc!r})") from exc
+        rec: Record = {"ts": "", "source": frame.source, "frame": frame.index,
                        "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k or []],
                        "latency_ms": {"preprocess": round(encode_ms, 3), "inference": round(rtt_ms, 3),
                                       "postprocess": 0.0, "total": round(encode_ms + rtt_ms, 3)},
-                       "model": {"name": model.get("name"), "version": model.get("version")},
+                       "model": ref,
                        "backend": "cloud", "path": "cloud", "cloud_latency_ms": round(rtt_ms, 3)}
         return rec
 
     def _finish(self, rec: Record, route: str, *, cloud_wait_ms: float | None = None,
                 local_score: float | None = None) -> Record:
-        if rec.get("ts") is None:
-            rec["ts"] = _now()
+        if not rec["ts"]:
+            rec["ts"] = utc_now()
         rec["route"] = route
         if cloud_wait_ms is not None:
             rec["cloud_wait_ms"] = cloud_wait_ms
@@ -393,6 +395,3 @@ class _Call:
 class _CloudPathError(EdgeError):
     """The frame could not be sent, or the cloud's answer could not be read (a cloud-error)."""
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

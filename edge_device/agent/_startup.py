@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._bundle import Bundle, is_archive
-from .._errors import EdgeError
-from .._model import Model
-from .._signing import PublicKey, load_public_key
+from edge_runtime import Bundle, EdgeError, Model, PublicKey, is_archive, load_public_key
+
 from ._config import AgentConfig
 from ._errors import StateError
 from ._state import AgentState, Pointer, StateStore, rollback_pointers

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._errors import EdgeError
-from .._model import Model
-from .._signing import PublicKey
+from edge_runtime import EdgeError, Model, PublicKey
+
 from ._config import AgentConfig
 from ._errors import StateError, UpdateError, UpdateRefused
 from ._state import Pointer, StateStore, rollback_pointers
@@ -43,7 +42,7 @@ Emit = Callable[..., None]
 
 
 class RegistryClient(Protocol):
-    """What the updater needs of ``cloud_sync.client.CloudClient``."""
+    """What the updater needs of ``edge_device.client.CloudClient``."""
 
     def check_update(self, current_version: int | None = None, *, timeout: float | None = None) -> Any: ...
 
@@ -203,7 +202,7 @@ class Updater:
     # -- checking the registry --------------------------------------------------------------------
     def check(self, trigger: str = "poll") -> UpdateResult:
         """Ask the registry what this device should run; install it if it is new and passes."""
-        from cloud_sync.client import ClientError
+        from edge_device.client import ClientError
 
         assert self.client is not None
         self.checks += 1
@@ -278,7 +277,7 @@ class Updater:
         return self._result(UpdateResult("refused", version, exc.reason, str(exc)))
 
     def _download(self, info: dict[str, Any], version: int, url: str, sha: str | None) -> Path:
-        from cloud_sync.client import ClientError
+        from edge_device.client import ClientError
 
         assert self.client is not None
         name = self._expected_name() or "model"

@@ -17,11 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from .._bundle import Bundle, open_bundle
-from .._errors import BundleError, EdgeError, IntegrityError, SignatureError, UnsafeArchiveError
-from .._manifest import Manifest
-from .._model import Model, Prediction
-from .._signing import PublicKey
+from edge_runtime import (
+    Bundle,
+    BundleError,
+    EdgeError,
+    IntegrityError,
+    Manifest,
+    Model,
+    Prediction,
+    PublicKey,
+    SignatureError,
+    UnsafeArchiveError,
+    open_bundle,
+)
+
 from ._errors import UpdateError, UpdateRefused
 
 __all__ = ["ModelOptions", "check_rules", "health_check", "load_model", "prediction_ok", "verify_bundle"]
@@ -117,7 +126,7 @@ def prediction_ok(pred: Prediction) -> bool:
 
 
 def _load_sample(path: Path) -> Any:
-    from .._imaging import load_image
+    from edge_runtime import load_image
 
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:

@@ -5,7 +5,7 @@ MQTT messages (QoS 1) with a per-device ``seq`` and a UUID, and leave the outbox
 confirmed its database commit (or, with ``confirm="broker"``, at the broker's PUBACK). The outbox is
 bounded by rows, bytes and age; what it drops is counted and reported on ``edge/D/metrics``.
 
-    >>> from edge_runtime.telemetry import open_telemetry
+    >>> from edge_device.telemetry import open_telemetry
     >>> tel = open_telemetry("mqtt://broker:1883", "greenhouse-1", "/var/lib/edge/outbox.db")
     >>> tel.write(record)          # a pipeline sink: never blocks on the network
     >>> tel.event("update_started", version=4)

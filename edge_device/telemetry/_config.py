@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from edge_runtime import describe_validation_error
+
 from ._errors import TelemetryConfigError
 
 __all__ = [
@@ -211,12 +213,3 @@ class TelemetryConfig(_Model):
         except ValidationError as exc:
             raise TelemetryConfigError(describe_validation_error(exc, "telemetry settings")) from exc
 
-
-def describe_validation_error(exc: ValidationError, what: str) -> str:
-    problems = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or what
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        problems.append(f"{loc}: {msg}")
-    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return f"invalid {what}: " + "; ".join(problems) + more

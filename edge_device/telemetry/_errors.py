@@ -1,4 +1,4 @@
-"""Errors of ``edge_runtime.telemetry``.
+"""Errors of ``edge_device.telemetry``.
 
 They sit under :class:`~edge_runtime.SinkError` because the telemetry outbox is a sink: code that
 already handles sink failures handles these too::
@@ -17,7 +17,7 @@ sqlite3 and paho-mqtt errors are wrapped at the boundary with ``raise ... from e
 
 from __future__ import annotations
 
-from .._errors import SinkError
+from edge_runtime import SinkError
 
 __all__ = [
     "OutboxError",
@@ -29,7 +29,7 @@ __all__ = [
 
 
 class TelemetryError(SinkError):
-    """Base of every error raised on purpose by edge_runtime.telemetry."""
+    """Base of every error raised on purpose by edge_device.telemetry."""
 
 
 class TelemetryConfigError(TelemetryError):

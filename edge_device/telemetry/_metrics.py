@@ -12,7 +12,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ class MetricsCollector:
         self._latency: deque[float] = deque(maxlen=max_samples)
         self._model: dict[str, Any] | None = None
 
-    def observe(self, record: dict[str, Any]) -> None:
+    def observe(self, record: Mapping[str, Any]) -> None:
         lat = record.get("latency_ms")
         total = lat.get("total") if isinstance(lat, dict) else None
         with self._lock:

@@ -1,6 +1,6 @@
 """paho-mqtt at the boundary: client creation (TLS, credentials, last will) and reconnect backoff.
 
-paho is imported inside the functions so that ``import edge_runtime.telemetry`` works on a machine
+paho is imported inside the functions so that ``import edge_device.telemetry`` works on a machine
 without it; the error then says which extra to install.
 """
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .._version import __version__
+from edge_runtime import __version__
+
 from ._config import TelemetryConfig
 from ._errors import OutboxError, TelemetryConfigError
 from ._mqtt import backoff_delay, create_client, paho

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from edge_runtime import utc_now
 
 from ._config import DEVICE_ID_PATTERN
 from ._errors import RecordError
@@ -46,8 +48,8 @@ def topic_for(device_id: str, leaf: str) -> str:
     return f"{TOPIC_ROOT}/{device_id}/{leaf}"
 
 
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+#: the records' timestamp format, shared with edge_runtime
+utc_now_iso = utc_now
 
 
 def _json_default(obj: Any) -> Any:

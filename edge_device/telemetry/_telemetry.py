@@ -19,9 +19,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from edge_runtime import Record
 
 from ._config import KINDS, TelemetryConfig
 from ._errors import OutboxError, RecordError, TelemetryError
@@ -67,7 +69,7 @@ class Telemetry:
 
     # ------------------------------------------------------------------ accepting records
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Record) -> None:
         """Sink interface: queue one pipeline result (kind ``telemetry``).
 
         A record that can never be sent (not JSON, too large) is logged and counted in
@@ -84,7 +86,7 @@ class Telemetry:
         """Queue an event (highest priority: dropped last), e.g. ``event("update_started", version=3)``."""
         self.emit({"ts": utc_now_iso(), "event": name, **fields}, "events")
 
-    def emit(self, record: dict[str, Any], kind: str = "telemetry") -> None:
+    def emit(self, record: Mapping[str, Any], kind: str = "telemetry") -> None:
         """Queue a record; raises :class:`RecordError` for a record that can never be sent."""
         try:
             encoded = self.outbox.encode(record, kind)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError, first_line
 from .._manifest import Quantization
 from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
@@ -50,7 +50,7 @@ class LiteRTBackend(Backend):
             it = interp_cls(model_path=str(model_path), num_threads=options.threads)
             it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{model_path}: LiteRT cannot load it: {_first_line(exc)}") from exc
+            raise ModelError(f"{model_path}: LiteRT cannot load it: {first_line(exc)}") from exc
         return cls(it, library, version, options.threads)
 
     @classmethod
@@ -79,9 +79,9 @@ class LiteRTBackend(Backend):
             return [self._get(i) for i in self._out_idx]
         except ValueError as exc:
             # set_tensor reports shape/dtype mismatches as ValueError.
-            raise InputError(f"input does not fit the model: {_first_line(exc)}") from exc
+            raise InputError(f"input does not fit the model: {first_line(exc)}") from exc
         except RuntimeError as exc:
-            raise InferenceError(f"LiteRT failed while running the model: {_first_line(exc)}") from exc
+            raise InferenceError(f"LiteRT failed while running the model: {first_line(exc)}") from exc
 
     def resize_input(self, index: int, shape: Sequence[int]) -> None:
         self._it.resize_tensor_input(self._in_idx[index], list(shape))
@@ -124,7 +124,3 @@ def _info(d: dict[str, Any]) -> TensorInfo:
     q = Quantization(scale=float(scale), zero_point=int(zp)) if scale and scale > 0 else None
     return TensorInfo(name=str(d["name"]), shape=shape, dtype=np.dtype(d["dtype"]), quantization=q)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError, first_line
 from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -66,7 +66,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
         except errors as exc:
-            raise ModelError(f"{model_path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+            raise ModelError(f"{model_path}: onnxruntime cannot load it: {first_line(exc)}") from exc
         return cls(sess, errors, ort.__version__, options.threads)
 
     @classmethod
@@ -92,7 +92,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return list(self._sess.run(self._out_names, feed))
         except self._errors as exc:
-            msg = _first_line(exc)
+            msg = first_line(exc)
             if "dimension" in msg.lower() or "shape" in msg.lower() or "type" in msg.lower():
                 raise InputError(f"input does not fit the model: {msg}") from exc
             raise InferenceError(f"onnxruntime failed while running the model: {msg}") from exc
@@ -108,7 +108,3 @@ def _info(arg: Any) -> TensorInfo:
         raise ModelError(f"tensor {arg.name!r} has type {arg.type}, which the runtime does not handle")
     return TensorInfo(name=arg.name, shape=shape, dtype=np.dtype(dtype))
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

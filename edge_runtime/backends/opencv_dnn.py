@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError, first_line
 from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OpenCVDnnBackend"]
@@ -52,7 +52,7 @@ class OpenCVDnnBackend(Backend):
             net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         except cv2.error as exc:
-            raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {_first_line(exc)}") from exc
+            raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {first_line(exc, last=True)}") from exc
         if net.empty():
             raise ModelError(f"{model_path}: OpenCV DNN loaded an empty network")
         return cls(net, cv2, options)
@@ -86,13 +86,9 @@ class OpenCVDnnBackend(Backend):
                 self._net.setInput(np.ascontiguousarray(arr), info.name)
             outs = self._net.forward(self._out_names)
         except self._cv2.error as exc:
-            raise InferenceError(f"OpenCV DNN failed while running the model: {_first_line(exc)}") from exc
+            raise InferenceError(f"OpenCV DNN failed while running the model: {first_line(exc, last=True)}") from exc
         return [np.asarray(o) for o in outs]
 
     def library_version(self) -> str:
         return f"opencv {self._cv2.__version__}"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__

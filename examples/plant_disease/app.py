@@ -7,8 +7,8 @@
 
 then open http://127.0.0.1:8080/ (``--host 0.0.0.0`` to reach it from a phone on the same network).
 
-Built on the public API only: ``edge_runtime`` (Model, sources), ``edge_runtime.agent`` (the hybrid
-Router), ``edge_runtime.telemetry`` (outbox → MQTT) and ``cloud_sync.client`` (the cloud).
+Built on the public API only: ``edge_runtime`` (Model, sources), ``edge_device.agent`` (the hybrid
+Router), ``edge_device.telemetry`` (outbox → MQTT) and ``edge_device.client`` (the cloud).
 
 - Every frame is classified on the device. With ``--cloud``, a frame whose device confidence is
   under ``--threshold`` is also sent to the cloud model (cascade); a cloud that is down or slow
@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,11 +40,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cloud_sync.client import ClientError, CloudClient
-from edge_runtime import EdgeError, Model
-from edge_runtime.agent import BreakerConfig, CloudClassifier, RepeatSource, Router, RouterConfig
+from edge_device.agent import BreakerConfig, CloudClassifier, RepeatSource, Router, RouterConfig
+from edge_device.client import ClientError, CloudClient
+from edge_device.telemetry import Telemetry, TelemetryError, open_telemetry, validate_device_id
+from edge_runtime import EdgeError, Model, utc_now
 from edge_runtime.sources import Frame, Source, open_source
-from edge_runtime.telemetry import Telemetry, TelemetryError, open_telemetry, validate_device_id
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper modules, wherever run from
 
@@ -118,10 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         p.error(str(exc))
     return args
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _jpeg(rgb: np.ndarray, *, max_side: int | None, quality: int) -> bytes:
@@ -263,7 +258,7 @@ class App:
             frame.meta["preprocess_ms"] = (time.perf_counter() - t0) * 1000
             rec = self.router(self.model, frame, tensors)
         except EdgeError as exc:
-            rec = {"ts": _now(), "source": frame.source, "frame": frame.index, "error": str(exc),
+            rec = {"ts": utc_now(), "source": frame.source, "frame": frame.index, "error": str(exc),
                    "model": {"name": self.model.name, "version": self.model.version}, "path": "local"}
             data = None
         result = self._result(rec)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloud_sync.client import CloudClient
+    from edge_device.client import CloudClient
 
 __all__ = ["PERMANENT_STATUSES", "Sample", "SampleStore", "UploadFailed", "UploadRejected", "Uploader",
            "cloud_sender"]
@@ -167,7 +167,7 @@ def cloud_sender(client: CloudClient, device_id: str, *, timeout: float = 30.0) 
     """``send`` for :class:`Uploader` through ``CloudClient.upload_sample``: a refusal of the sample
     itself is UploadRejected; anything else (offline, deadline, 5xx, a revoked token that an admin
     may restore) is UploadFailed, so the sample waits."""
-    from cloud_sync.client import ClientError, HTTPStatusError
+    from edge_device.client import ClientError, HTTPStatusError
 
     def send(data: bytes, content_type: str, meta: dict[str, Any]) -> Any:
         try:

@@ -138,7 +138,7 @@ def start_service(tmp_path: Path, trusted: list[Path], mqtt_port: int | None = N
 
 
 def admin(service: CloudService) -> Any:
-    from cloud_sync.client import CloudClient
+    from edge_device.client import CloudClient
 
     return CloudClient(service.url, ADMIN_TOKEN, timeout=120)
 

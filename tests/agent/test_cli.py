@@ -19,7 +19,7 @@ from .conftest import agent_config, write_config
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", "agent", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge_cli", "agent", *args], capture_output=True, text=True,
                           env=env_with_project(), cwd=ROOT, timeout=120)
 
 
@@ -106,7 +106,7 @@ def test_rollback_by_hand_reaches_the_running_agent(tmp_path: Path, keys, releas
     cfg["source"] = {"spec": str(images_dir), "repeat": True}
     config = write_config(tmp_path / "agent.toml", cfg)
     assert cli("install", str(release(2)), "--config", str(config)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "agent", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "agent", "--config", str(config)],
                             env=env_with_project(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     log: list[str] = []

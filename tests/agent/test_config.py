@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.agent import AgentConfigError, load_config
+from edge_device.agent import AgentConfigError, load_config
 
 from ._servers import ROOT, env_with_project, toml_dumps
 
@@ -111,7 +111,7 @@ def test_secrets_from_files_are_read_at_start_and_never_echoed(tmp_path: Path) -
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge_cli", *args], capture_output=True, text=True,
                           env=env_with_project(), cwd=ROOT, timeout=120)
 
 

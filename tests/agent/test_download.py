@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from cloud_sync.client import CloudClient
-from edge_runtime.agent import StateStore, Updater, load_config, resolve_startup
-from edge_runtime.agent._startup import load_keys, model_options
+from edge_device.agent import StateStore, Updater, load_config, resolve_startup
+from edge_device.agent._startup import load_keys, model_options
+from edge_device.client import CloudClient
 
 from ._servers import CloudService, TcpProxy
 from .conftest import IMAGES, admin, agent_config, register, start_service

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_device.agent import StateError, StateStore, load_config, resolve_startup
 from edge_runtime import load_image
-from edge_runtime.agent import StateError, StateStore, load_config, resolve_startup
 
 from ._servers import ROOT, CloudService, TcpProxy, env_with_project, wait_for
 from .conftest import IMAGES, admin, agent_config, register, start_service, write_config
@@ -67,11 +67,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory, keys, release) -> Iterator[t
 
 
 class AgentProcess:
-    """`python -m edge_runtime -v agent --config FILE`, its log lines timestamped as they come."""
+    """`python -m edge_cli -v agent --config FILE`, its log lines timestamped as they come."""
 
     def __init__(self, config: Path) -> None:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "-v", "agent", "--config", str(config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "-v", "agent", "--config", str(config)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env_with_project(),
                                      cwd=ROOT, text=True)
         self.lines: list[tuple[float, str]] = []

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from edge_device.agent import Agent, BreakerConfig, CircuitBreaker, load_config
 from edge_runtime import load_image
-from edge_runtime.agent import Agent, BreakerConfig, CircuitBreaker, load_config
 from edge_runtime.sources import Frame, Source
 
 from ._servers import CloudService, TcpProxy, wait_for

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.agent import SdNotifier
-from edge_runtime.telemetry import Outbox
+from edge_device.agent import SdNotifier
+from edge_device.telemetry import Outbox
 
 from ._servers import ROOT, Mosquitto, Subscriber, env_with_project, free_port, wait_for
 from .conftest import agent_config, write_config
@@ -68,7 +68,7 @@ class NotifySocket:
 def start_agent(config: Path, notify: str, watchdog_usec: int) -> subprocess.Popen[str]:
     env = env_with_project()
     env.update(NOTIFY_SOCKET=notify, WATCHDOG_USEC=str(watchdog_usec))
-    return subprocess.Popen([sys.executable, "-m", "edge_runtime", "agent", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "edge_cli", "agent", "--config", str(config)],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -189,7 +189,7 @@ def test_notify_protocol_http_home_assistant_and_graceful_sigterm(
 
 
 def load_agent_config(path: Path) -> Any:
-    from edge_runtime.agent import load_config
+    from edge_device.agent import load_config
 
     return load_config(path, environ={})
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime import load_image
-from edge_runtime.agent import (
+from edge_device.agent import (
     AgentRunningError,
     Pointer,
     StateStore,
@@ -19,6 +18,7 @@ from edge_runtime.agent import (
     rollback_pointers,
     verify_startup,
 )
+from edge_runtime import load_image
 
 from .conftest import IMAGES, agent_config
 
@@ -30,8 +30,8 @@ def config(tmp_path: Path, keys, bundle: Path, **kw):
 
 def install_v2(cfg, release) -> StateStore:
     """v1 adopted and v2 installed beside it, as an update leaves them (without the network)."""
-    from edge_runtime.agent import Updater
-    from edge_runtime.agent._startup import load_keys, model_options
+    from edge_device.agent import Updater
+    from edge_device.agent._startup import load_keys, model_options
 
     st = resolve_startup(cfg)
     running = (st.model.name, st.model.version, st.pointer)

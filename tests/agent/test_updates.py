@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.agent import Agent, StateStore, load_config
+from edge_device.agent import Agent, StateStore, load_config
 
 from ._servers import CloudService, Mosquitto, Subscriber, wait_for
 from .conftest import NAME, ListSink, admin, agent_config, expiring, register, start_service

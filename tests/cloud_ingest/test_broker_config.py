@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from cloud_sync import BrokerConfigError
 from cloud_sync.ingest import BrokerSpec, load_devices_file, write_broker_config
-from edge_runtime.telemetry import MqttConfig
+from edge_device.telemetry import MqttConfig
 from tests.cloud_ingest.test_ingest import RawClient, message
 from tests.telemetry.fixtures import cloud_frames, frame
 from tests.telemetry.servers import Mosquitto, free_port, wait_for
@@ -81,7 +81,7 @@ def test_each_device_is_kept_to_its_own_topics_over_tls(public_dir: Path, make_i
     (public_dir / "fleet.toml").write_text('[[devices]]\nid = "A"\npassword = "pass-of-A"\n\n[[devices]]\nid = "B"\n')
     port = free_port()
     out = public_dir / "broker"
-    r = subprocess.run([sys.executable, "-m", "edge_runtime", "cloud", "broker-config", "--devices",
+    r = subprocess.run([sys.executable, "-m", "edge_cli", "cloud", "broker-config", "--devices",
                         str(public_dir / "fleet.toml"), "-o", str(out), "--port", str(port), "--bind", "127.0.0.1",
                         "--cafile", str(pki["ca_cert"]), "--certfile", str(pki["server_cert"]),
                         "--keyfile", str(pki["server_key"]), "--require-certificate"],
@@ -179,7 +179,7 @@ def test_bad_devices_files_are_named(tmp_path: Path, content: str, problem: str)
 def test_cli_reports_a_bad_devices_file_on_one_line(tmp_path: Path) -> None:
     f = tmp_path / "fleet.toml"
     f.write_text('[[devices]]\nid = "x y"\n')
-    r = subprocess.run([sys.executable, "-m", "edge_runtime", "cloud", "broker-config", "--devices", str(f),
+    r = subprocess.run([sys.executable, "-m", "edge_cli", "cloud", "broker-config", "--devices", str(f),
                         "-o", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.startswith("error: ") and "fleet.toml" in r.stderr and "Traceback" not in r.stderr

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient
 from edge_runtime import load_private_key, pack_bundle, sign_bundle
 
 from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, run_service

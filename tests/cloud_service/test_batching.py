@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edge_runtime
-from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient, HTTPStatusError
 from edge_runtime import load_private_key
 
 from .conftest import ADMIN_TOKEN, DATA, Keys, Running, run_service

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient
 
 from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, free_port, run_service
 
@@ -28,7 +28,7 @@ def edge(*args: str, token: str | None = ADMIN_TOKEN, url: str | None = None) ->
         env["EDGE_REGISTRY_TOKEN"] = token
     if url is not None:
         env["EDGE_REGISTRY_URL"] = url
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "edge_cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
 
 
@@ -89,7 +89,7 @@ def _serve(tmp_path: Path, keys: Keys, *extra: str) -> tuple[subprocess.Popen[st
     cfg = tmp_path / "cloud.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "cloud", "serve", "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "cloud", "serve", "--config", str(cfg),
                              "--port", str(port), "--log-level", "warning", *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

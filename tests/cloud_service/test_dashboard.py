@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import edge_runtime
-from cloud_sync.client import CloudClient
 from cloud_sync.ingest import IngestConfig, Ingester
 from cloud_sync.service import ServiceSettings
-from edge_runtime.telemetry import MqttConfig
+from edge_device.client import CloudClient
+from edge_device.telemetry import MqttConfig
 
 from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
 

@@ -10,9 +10,9 @@ import boto3
 import httpx
 import pytest
 
-from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings, StorageError
 from cloud_sync.service._storage import S3Store
+from edge_device.client import CloudClient, HTTPStatusError
 
 from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, NewDatabase, make_bucket, run_service
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient, HTTPStatusError
 
 from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
 

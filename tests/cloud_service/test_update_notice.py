@@ -11,8 +11,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient
 
 from .conftest import ADMIN_TOKEN, Keys, MakeSigned, run_service
 

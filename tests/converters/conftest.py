@@ -35,7 +35,7 @@ def calibration_dirs(shared_data: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def edge_cli() -> Callable[..., Result]:
-    from edge_runtime.cli import cli
+    from edge_cli import cli
 
     runner = CliRunner()
 

@@ -54,7 +54,7 @@ def test_edge_convert_markdown(wine_model: Path, edge_cli: Callable[..., Result]
 ])
 def test_edge_convert_bad_options(args: list[str], message: str, wine_model: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_runtime.cli import main
+    from edge_cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(wine_model / "wine.joblib"), "--to", "onnx", "-o", str(tmp_path), *args])
@@ -65,7 +65,7 @@ def test_edge_convert_bad_options(args: list[str], message: str, wine_model: Pat
 
 def test_edge_convert_user_error_is_one_line(wine_model: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_runtime.cli import main
+    from edge_cli import main
 
     empty = tmp_path / "empty"
     empty.mkdir()

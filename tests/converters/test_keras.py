@@ -123,7 +123,7 @@ def test_int8_bundle_through_edge_run_quantizes_real_valued_rows(digits_keras: d
     q = report.variant("int8")
     rows = digits_keras["dir"] / "heldout_rows.npy"
     np.save(rows, digits_keras["x"].reshape(len(digits_keras["x"]), -1))
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(q.bundle), "--source", str(rows),
+    proc = subprocess.run([sys.executable, "-m", "edge_cli", "run", str(q.bundle), "--source", str(rows),
                            "--top-k", "1"], capture_output=True, text=True, check=True)
     labels = [int(json.loads(line)["top_k"][0]["label"].split()[1]) for line in proc.stdout.splitlines()]
     assert len(labels) == len(digits_keras["y"])

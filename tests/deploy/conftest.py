@@ -51,7 +51,7 @@ def agent_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def edge_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built once from this checkout by the code under test."""
-    from edge_runtime.deploy import build_wheel
+    from edge_deploy import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("wheel"))
 

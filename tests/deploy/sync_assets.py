@@ -1,4 +1,4 @@
-"""Regenerate edge_runtime/deploy/_assets.py from scripts/: ``python -m tests.deploy.sync_assets``.
+"""Regenerate edge_deploy/_assets.py from scripts/: ``python -m tests.deploy.sync_assets``.
 
 The wheel carries only Python files, so the installer script and the unit travel inside it as
 strings; test_assets.py fails whenever the strings and the files in scripts/ differ.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"INSTALL_SCRIPT": ROOT / "scripts/install-on-pi.sh", "AGENT_UNIT": ROOT / "scripts/edge-agent.service"}
-TARGET = ROOT / "edge_runtime/deploy/_assets.py"
+TARGET = ROOT / "edge_deploy/_assets.py"
 
 HEADER = '''"""Verbatim copies of scripts/install-on-pi.sh and scripts/edge-agent.service.
 

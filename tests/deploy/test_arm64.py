@@ -62,7 +62,7 @@ def test_the_interpreter_really_is_aarch64(arm64_python, arm64_env):
 
 def test_mobilenet_says_egyptian_cat_on_arm64(arm64_python, arm64_env, mobilenet_bundle, reference_images):
     proc = subprocess.run(
-        [*arm64_python, "-m", "edge_runtime", "run", str(mobilenet_bundle),
+        [*arm64_python, "-m", "edge_cli", "run", str(mobilenet_bundle),
          "--source", str(reference_images["cat.png"])],
         env=arm64_env, capture_output=True, text=True, timeout=1200,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from device_profiles import list_profiles, load_profile
-from edge_runtime.deploy import AGENT_UNIT, INSTALL_SCRIPT, install_plan
+from edge_deploy import AGENT_UNIT, INSTALL_SCRIPT, install_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,6 +74,6 @@ def test_every_shipped_profile_gets_extras_that_exist():
 
 
 def test_importing_edge_runtime_does_not_load_deploy():
-    code = "import sys, edge_runtime; print(any(m.startswith('edge_runtime.deploy') for m in sys.modules))"
+    code = "import sys, edge_runtime; print(any(m.startswith('edge_deploy') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

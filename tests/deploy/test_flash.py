@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.deploy import FlashRefusedError, FlashSystem, ImageError, check_target, flash_image
+from edge_deploy import FlashRefusedError, FlashSystem, ImageError, check_target, flash_image
 from tests.deploy._cli import run_cli
 
 MiB = 1024 * 1024

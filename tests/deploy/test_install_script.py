@@ -197,7 +197,7 @@ def test_a_prepared_bookworm_image_sets_itself_up(tmp_path, pi_image, edge_wheel
                                                   ssh_keypair):
     """The first boot, replayed in a Debian root: firstrun.sh (the systemd.run= step), then the
     edge-firstboot.service step, each from the files prepare-image wrote to the boot partition."""
-    from edge_runtime.deploy import DeviceSettings, prepare_image, read_ssh_keys, read_wifi
+    from edge_deploy import DeviceSettings, prepare_image, read_ssh_keys, read_wifi
     from tests.deploy._images import BOOKWORM_CMDLINE, extract_boot
 
     image = pi_image("bookworm")

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_runtime import open_bundle
-from edge_runtime.deploy import (
+from edge_deploy import (
     DeployInputError,
     DeviceSettings,
     ImageError,
@@ -24,6 +23,7 @@ from edge_runtime.deploy import (
     read_ssh_keys,
     read_wifi,
 )
+from edge_runtime import open_bundle
 from tests.deploy._cli import run_cli
 from tests.deploy._images import BOOKWORM_CMDLINE, TRIXIE_CMDLINE, extract_boot, fsck_boot, region_sha256
 
@@ -197,7 +197,7 @@ def test_the_wheel_built_from_the_checkout_is_reproducible(tmp_path):
     assert one.read_bytes() == two.read_bytes()
     with zipfile.ZipFile(one) as zf:
         names = set(zf.namelist())
-    assert {"edge_runtime/deploy/_assets.py", "device_profiles/data/rpi-4b.toml"} <= names
+    assert {"edge_deploy/_assets.py", "device_profiles/data/rpi-4b.toml"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     assert not (snapshot / "build").exists(), "the build must not write into the source tree"
 

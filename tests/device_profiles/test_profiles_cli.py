@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from device_profiles import ProfileNotFoundError, load_profile, profile_names
-from edge_runtime.cli import cli, main
+from edge_cli import cli, main
 
 
 @pytest.fixture

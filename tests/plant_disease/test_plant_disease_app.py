@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient
 from edge_runtime import Model, generate_keypair, load_public_key, open_bundle, pack_bundle
 from tests._data import ROOT, SHARED
 from tests.cloud_service.conftest import ADMIN_TOKEN, free_port, run_service

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from cloud_sync.client import CloudClient, HTTPStatusError
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient, HTTPStatusError
 from tests._data import SHARED
 from tests.cloud_service.conftest import ADMIN_TOKEN, Running, run_service
 
@@ -144,7 +144,7 @@ def test_unknown_sample_image_is_404(service: Running) -> None:
 
 def test_client_reports_an_unreadable_file(service: Running, admin: CloudClient, tmp_path: Path) -> None:
     dev, _ = _device(service, admin, "pi-nofile")
-    from cloud_sync.client import ClientError
+    from edge_device.client import ClientError
 
     with pytest.raises(ClientError, match="cannot read image"):
         dev.upload_sample(tmp_path / "missing.jpg")

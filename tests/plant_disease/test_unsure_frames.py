@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cloud_sync.client import CloudClient
 from cloud_sync.service import ServiceSettings
+from edge_device.client import CloudClient
 from tests._data import ROOT, SHARED
 from tests.cloud_service.conftest import ADMIN_TOKEN, Running, run_service
 

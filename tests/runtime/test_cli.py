@@ -13,7 +13,7 @@ from tests._data import MOBILENET_REFERENCE, ROOT
 
 
 def edge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime", *args], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "edge_cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"edge {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")

@@ -271,7 +271,7 @@ def test_ctrl_c_stops_cleanly_and_flushes(mobilenet_bundle: Path, tmp_path: Path
         os.link(reference_images["potato_chips.png"], d / f"{i:04d}.png")
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "run", str(mobilenet_bundle), "--source", str(d),
+        [sys.executable, "-m", "edge_cli", "run", str(mobilenet_bundle), "--source", str(d),
          "--output", str(out), "--backend", "litert", "--threads", "1"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )

@@ -10,7 +10,7 @@ import sys
 import time
 from types import FrameType
 
-from edge_runtime.telemetry import open_telemetry
+from edge_device.telemetry import open_telemetry
 from tests.telemetry.fixtures import fast_settings, frame
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from cloud_sync.db import telemetry_records
 from cloud_sync.ingest import IngestConfig, Ingester
-from edge_runtime.telemetry import MqttConfig, Telemetry, open_telemetry
+from edge_device.telemetry import MqttConfig, Telemetry, open_telemetry
 from tests.telemetry.servers import Mosquitto, Postgres, wait_for
 
 #: Settings that make a device react in test time instead of production time.

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from cloud_sync.db import make_engine, telemetry_records
-from edge_runtime.telemetry import Outbox
+from edge_device.telemetry import Outbox
 from tests.telemetry.servers import Mosquitto, Proxy, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ class Producer(Proc):
 
 class IngestCli(Proc):
     def __init__(self, mqtt_url: str, db_url: str) -> None:
-        super().__init__(["-m", "edge_runtime", "cloud", "ingest", "--mqtt", mqtt_url, "--db", db_url,
+        super().__init__(["-m", "edge_cli", "cloud", "ingest", "--mqtt", mqtt_url, "--db", db_url,
                           "--stats-interval", "0"], stream="stderr")
 
     def start_and_wait(self) -> None:

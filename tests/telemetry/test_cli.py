@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_runtime.telemetry import Outbox
+from edge_device.telemetry import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def edge(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge_cli", *args], cwd=ROOT, capture_output=True, text=True,
                           input=stdin, timeout=120)
 
 
@@ -36,7 +36,7 @@ def test_stats_and_peek(tmp_path: Path) -> None:
     lines = edge("outbox", "peek", "--outbox", str(p), "--kind", "telemetry", "-n", "2").stdout.splitlines()
     assert [json.loads(line)["record"] for line in lines] == [{"frame": 0}, {"frame": 1}]
     env = {**os.environ, "EDGE_OUTBOX": str(p)}
-    r = subprocess.run([sys.executable, "-m", "edge_runtime", "outbox", "peek", "-n", "1"], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", "edge_cli", "outbox", "peek", "-n", "1"], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     assert json.loads(r.stdout)["record"] == {"frame": 0}
 

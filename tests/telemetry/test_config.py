@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.telemetry import (
+from edge_device.telemetry import (
     MqttConfig,
     TelemetryConfig,
     TelemetryConfigError,
@@ -82,7 +82,7 @@ def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
 def test_importing_telemetry_does_not_import_paho_or_the_cloud() -> None:
     import subprocess
 
-    code = ("import sys, edge_runtime.telemetry; "
+    code = ("import sys, edge_device.telemetry; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('paho', 'sqlalchemy', 'fastapi', 'torch')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

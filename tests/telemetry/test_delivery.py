@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import func, select
 
 from cloud_sync.db import telemetry_events, telemetry_metrics
-from edge_runtime.telemetry import MessageEnvelope, Outbox
+from edge_device.telemetry import MessageEnvelope, Outbox
 from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
 from tests.telemetry.servers import Mosquitto, SilentServer, free_port, wait_for
 
@@ -97,7 +97,7 @@ def test_writes_never_wait_for_a_black_hole_broker(tmp_path: Path, make_device) 
 def test_status_is_retained_online_and_the_last_will_says_offline(tmp_path: Path, broker: Mosquitto) -> None:
     script = textwrap.dedent(f"""
         import time
-        from edge_runtime.telemetry import open_telemetry
+        from edge_device.telemetry import open_telemetry
         tel = open_telemetry({broker.url!r}, "pi-7", {str(tmp_path / 'o.db')!r},
                              mqtt_options={{"keepalive_s": 2}})
         while True:
@@ -197,7 +197,7 @@ def test_outbox_survives_a_restart_of_the_device_with_unsent_messages(
 def test_the_retained_status_shows_the_running_model(tmp_path: Path, broker: Mosquitto, make_device) -> None:
     """The agent calls set_status(model=...) after each switch: the retained status follows it,
     validates as a StatusMessage (what the ingester parses), and a late subscriber sees the newest."""
-    from edge_runtime.telemetry import StatusMessage
+    from edge_device.telemetry import StatusMessage
 
     listener = Listener(broker.port, "edge/+/status")
     tel = make_device(broker.url)

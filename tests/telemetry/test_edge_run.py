@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cloud_sync.db import telemetry_records
-from edge_runtime.telemetry import Outbox
+from edge_device.telemetry import Outbox
 from tests._data import MOBILENET_REFERENCE
 from tests.telemetry.servers import Mosquitto, SilentServer, wait_for
 
@@ -27,7 +27,7 @@ def images(reference_images: dict[str, Path], d: Path, copies: int) -> Path:
 
 
 def edge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge_cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 

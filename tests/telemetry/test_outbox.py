@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.telemetry import MessageEnvelope, Outbox, OutboxError, OutboxLockedError, RecordError
+from edge_device.telemetry import MessageEnvelope, Outbox, OutboxError, OutboxLockedError, RecordError
 
 
 class Clock:
@@ -217,7 +217,7 @@ def test_committed_rows_survive_sigkill_and_the_lock_is_released(tmp_path: Path)
     """A producer SIGKILLed mid-stream: every append that returned is in the file afterwards."""
     script = textwrap.dedent(f"""
         import sys
-        from edge_runtime.telemetry import Outbox
+        from edge_device.telemetry import Outbox
         ob = Outbox({str(tmp_path / 'o.db')!r}, device_id="dev1")
         i = 0
         while True:
