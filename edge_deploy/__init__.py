@@ -12,7 +12,6 @@ does not load it.
 
 from __future__ import annotations
 
-from ._assets import AGENT_UNIT, INSTALL_SCRIPT
 from ._errors import (
     DeployError,
     DeployInputError,
@@ -25,6 +24,7 @@ from ._errors import (
 from ._fat import FatVolume
 from ._firstboot import BOOT_MOUNT, EDGE_DIR, FIRSTRUN_ARGS, Mechanism
 from ._flash import FlashResult, FlashSystem, check_target, flash_image
+from ._packaged import agent_unit, install_script
 from ._partitions import Partition, boot_partition, read_partitions
 from ._plan import InstallPlan, install_plan
 from ._prepare import PrepareResult, detect_mechanism, prepare_image
@@ -32,11 +32,9 @@ from ._settings import DeviceSettings, WifiSettings, read_ssh_keys, read_wifi
 from ._wheel import build_wheel, check_wheel
 
 __all__ = [
-    "AGENT_UNIT",
     "BOOT_MOUNT",
     "EDGE_DIR",
     "FIRSTRUN_ARGS",
-    "INSTALL_SCRIPT",
     "DeployError",
     "DeployInputError",
     "DeviceSettings",
@@ -53,6 +51,7 @@ __all__ = [
     "ToolError",
     "VerifyError",
     "WifiSettings",
+    "agent_unit",
     "boot_partition",
     "build_wheel",
     "check_target",
@@ -60,6 +59,7 @@ __all__ = [
     "detect_mechanism",
     "flash_image",
     "install_plan",
+    "install_script",
     "prepare_image",
     "read_partitions",
     "read_ssh_keys",

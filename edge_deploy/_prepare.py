@@ -15,7 +15,6 @@ from typing import Literal
 
 from edge_runtime import BundleError, is_archive, open_bundle, pack_bundle
 
-from ._assets import INSTALL_SCRIPT
 from ._errors import DeployInputError, ImageError
 from ._fat import FatVolume
 from ._firstboot import (
@@ -31,6 +30,7 @@ from ._firstboot import (
     firstboot_unit,
     firstrun_script,
 )
+from ._packaged import install_script
 from ._partitions import Partition, boot_partition
 from ._settings import DeviceSettings
 from ._wheel import build_wheel, check_wheel
@@ -145,7 +145,7 @@ def prepare_image(
             payload.wheel: wheel_path.read_bytes(),
             payload.bundle: bundle_bytes,
             payload.config: config_bytes,
-            payload.installer: INSTALL_SCRIPT.encode(),
+            payload.installer: install_script().encode(),
             payload.script: firstboot_script(payload).encode(),
             payload.unit: firstboot_unit(payload).encode(),
         }

@@ -1,24 +1,56 @@
-"""The copies the wheel carries, the agent unit's contract, and the per-profile install plans."""
+"""The package data the wheel carries, the agent unit's contract, and the per-profile install plans."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from device_profiles import list_profiles, load_profile
-from edge_deploy import AGENT_UNIT, INSTALL_SCRIPT, install_plan
+from edge_deploy import agent_unit, build_wheel, install_plan, install_script
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "edge_deploy/data"
 
 
-def test_packaged_copies_match_scripts():
-    hint = "run: python -m tests.deploy.sync_assets"
-    assert (ROOT / "scripts/install-on-pi.sh").read_text() == INSTALL_SCRIPT, hint
-    assert (ROOT / "scripts/edge-agent.service").read_text() == AGENT_UNIT, hint
-    subprocess.run(["bash", "-n", str(ROOT / "scripts/install-on-pi.sh")], check=True)
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory) -> dict[str, bytes]:
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"), root=ROOT)
+    with zipfile.ZipFile(wheel) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def test_wheel_carries_the_installer_and_the_unit(wheel_files):
+    for name in ("install-on-pi.sh", "edge-agent.service"):
+        assert wheel_files[f"edge_deploy/data/{name}"] == (DATA / name).read_bytes(), name
+
+
+def test_wheel_carries_the_dashboard_and_the_profiles(wheel_files):
+    # `edge cloud serve` mounts this directory at /static and serves index.html at /: without it an
+    # installed service dies at start-up.
+    static = ROOT / "cloud_sync/service/static"
+    expected = {f"cloud_sync/service/static/{p.relative_to(static)}" for p in static.rglob("*") if p.is_file()}
+    assert "cloud_sync/service/static/index.html" in expected
+    assert expected <= set(wheel_files)
+    profiles = {f"device_profiles/data/{p.name}" for p in (ROOT / "device_profiles/data").glob("*.toml")}
+    assert profiles and profiles <= set(wheel_files)
+    # Nothing of the checkout beyond the packages (tests, scripts, the venv) leaks into the wheel.
+    tops = {name.split("/", 1)[0] for name in wheel_files if not name.startswith("edge_runtime-")}
+    assert tops == {"cloud_sync", "converters", "device_profiles", "edge_cli", "edge_deploy", "edge_device",
+                    "edge_runtime"}
+
+
+def test_the_package_reads_its_data_files():
+    assert install_script() == (DATA / "install-on-pi.sh").read_text()
+    assert agent_unit() == (DATA / "edge-agent.service").read_text()
+    # The README's paths still lead to the same files.
+    assert (ROOT / "scripts/install-on-pi.sh").resolve() == DATA / "install-on-pi.sh"
+    subprocess.run(["bash", "-n", str(DATA / "install-on-pi.sh")], check=True)
+    # install-on-pi.sh writes the unit from the package it installed, through this public name.
+    assert "from edge_deploy import agent_unit; sys.stdout.write(agent_unit())" in install_script()
 
 
 def _unit_settings(text: str) -> dict[str, str]:
@@ -31,7 +63,7 @@ def _unit_settings(text: str) -> dict[str, str]:
 
 
 def test_agent_unit_follows_the_contract(tmp_path):
-    unit = _unit_settings(AGENT_UNIT)
+    unit = _unit_settings(agent_unit())
     assert unit["Type"] == "notify"
     assert unit["ExecStart"] == "/opt/edge/venv/bin/edge agent --config /etc/edge/agent.toml"
     assert unit["Restart"] == "always"
@@ -41,7 +73,7 @@ def test_agent_unit_follows_the_contract(tmp_path):
     assert unit["WantedBy"] == "multi-user.target"
     # systemd's own parser accepts it; the only complaint allowed is the venv missing on this machine.
     path = tmp_path / "edge-agent.service"
-    path.write_text(AGENT_UNIT)
+    path.write_text(agent_unit())
     proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
     problems = [line for line in proc.stderr.splitlines() if "/opt/edge/venv/bin/edge" not in line]
     assert problems == []
