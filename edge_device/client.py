@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import sha256_file
-
-from ._errors import CloudError
+from edge_runtime import EdgeError, sha256_file
 
 __all__ = ["ClientError", "CloudClient", "DeadlineExceeded", "HTTPStatusError", "TransportError"]
 
@@ -34,8 +32,8 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 
 
-class ClientError(CloudError):
-    """Base of the client's errors."""
+class ClientError(EdgeError):
+    """Base of the client's errors (an EdgeError, so the CLI prints it as one line)."""
 
 
 class TransportError(ClientError):
