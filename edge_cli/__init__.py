@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cloud": ("edge_cli.cloud:cloud_group", "Cloud side: service, telemetry ingestion, broker configuration."),
     "publish": ("edge_cli.cloud._registry:publish_cmd", "Upload a signed bundle to the cloud registry."),
     "registry": ("edge_cli.cloud._registry:registry_group", "List, promote and roll back registry models."),
+    "devices": ("edge_cli.cloud._devices:devices_group", "Register (one token each), list and revoke devices."),
 }
 
 

@@ -219,12 +219,21 @@ class CloudClient:
                                                       "channel": channel})
 
     def devices(self) -> Any:
+        """Every device: registration, last seen, model version, outbox depth, latency, status."""
         return self._json("GET", "/api/v1/devices")
 
+    def device(self, device_id: str) -> Any:
+        return self._json("GET", f"/api/v1/devices/{_q(device_id)}")
+
     def revoke_device(self, device_id: str) -> Any:
+        """Revoke a device: its token stops working at once. Revoking twice is harmless."""
         return self._json("DELETE", f"/api/v1/devices/{_q(device_id)}")
 
     # -- device --------------------------------------------------------------------------------
+    def whoami(self, *, timeout: float | None = None) -> Any:
+        """The calling device's own record (needs a device token)."""
+        return self._json("GET", "/api/v1/device", timeout=timeout)
+
     def check_update(self, current_version: int | None = None, *, timeout: float | None = None) -> Any:
         """What this device's channel serves: ``{"update_available", "version", "url", "sha256", ...}``."""
         return self._json("GET", "/api/v1/device/update", query={"current_version": current_version},
