@@ -15,8 +15,11 @@ import click
 from edge_deploy import (
     DeployInputError,
     DeviceSettings,
+    DeviceToken,
+    device_token,
     flash_image,
     prepare_image,
+    read_device_token,
     read_ssh_keys,
     read_wifi,
 )
@@ -34,6 +37,7 @@ def pi_group() -> None:
 
     \b
     1. edge pi prepare-image raspios.img --bundle model.tar.gz --config agent.toml \\
+           --trusted-key release.pub --device-token-file cam-1.token \\
            --hostname cam-1 --ssh-key ~/.ssh/id_ed25519.pub \\
            --wifi-ssid home --wifi-psk-file wifi.txt --wifi-country GB
     2. edge pi flash raspios.img --device /dev/sdX
@@ -49,7 +53,16 @@ def pi_group() -> None:
 @click.option("--bundle", required=True, type=click.Path(exists=True, path_type=Path),
               help="Model bundle (directory or .tar.gz) the device runs; installed under /var/lib/edge/bundles/.")
 @click.option("--config", "config", required=True, type=_File,
-              help="Agent config (TOML), installed as /etc/edge/agent.toml.")
+              help="Agent config (TOML), installed as /etc/edge/agent.toml with every path in it rewritten to "
+              "where the first boot puts the file on the device; refused when the agent would refuse it.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=_File,
+              help="Ed25519 public key (PEM) bundles must be signed with; installed as /etc/edge/keys/NAME.pub. "
+              "Repeatable; replaces the config's model.trusted_keys.")
+@click.option("--device-token", "token_value", metavar="TOKEN",
+              help="The device's cloud token, installed as /etc/edge/device.token (0600). Visible to `ps` and "
+              "in shell history: prefer --device-token-file.")
+@click.option("--device-token-file", type=_File,
+              help="File holding the device's cloud token (replaces the config's cloud.token / cloud.token_file).")
 @click.option("--wheel", type=_File, help="edge-runtime wheel to install [default: built from this checkout].")
 @click.option("--hostname", help="Host name of the device.")
 @click.option("--user", default="pi", show_default=True, help="Login user (password locked: SSH key only).")
@@ -63,9 +76,10 @@ def pi_group() -> None:
               help="First-boot mechanism: auto detects it from the boot partition (cloud-init files on current "
               "images, cmdline.txt + firstrun.sh on Bookworm ones).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def prepare_image_cmd(image: Path, bundle: Path, config: Path, wheel: Path | None, hostname: str | None,
-                      user: str, ssh_key: Path | None, wifi_ssid: str | None, wifi_psk_file: Path | None,
-                      wifi_country: str | None, first_boot: Any, as_json: bool) -> None:
+def prepare_image_cmd(image: Path, bundle: Path, config: Path, trusted_keys: tuple[Path, ...],
+                      token_value: str | None, device_token_file: Path | None, wheel: Path | None,
+                      hostname: str | None, user: str, ssh_key: Path | None, wifi_ssid: str | None,
+                      wifi_psk_file: Path | None, wifi_country: str | None, first_boot: Any, as_json: bool) -> None:
     """Write first-boot setup, bundle, agent config and wheel into IMAGE's boot partition.
 
     IMAGE is an uncompressed Raspberry Pi OS image (.img). Only its FAT boot partition is changed,
@@ -82,27 +96,42 @@ def prepare_image_cmd(image: Path, bundle: Path, config: Path, wheel: Path | Non
         ssh_keys=read_ssh_keys(ssh_key) if ssh_key else (),
         wifi=wifi,
     )
+    if token_value is not None and device_token_file is not None:
+        raise DeployInputError("give the device token once: --device-token or --device-token-file, not both")
+    token: DeviceToken | None = None
+    if token_value is not None:
+        token = device_token(token_value)
+    elif device_token_file is not None:
+        token = read_device_token(device_token_file)
     result = prepare_image(
         image, bundle=bundle, config=config, settings=settings, wheel=wheel, mechanism=first_boot,
+        trusted_keys=trusted_keys, device_token=token,
         progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)),
     )
+    secret = set(result.secrets)
     if as_json:
         echo_json({
             "image": str(result.image),
             "partition": {"number": result.partition.number, "start": result.partition.start,
                           "size": result.partition.size},
             "first_boot": result.mechanism,
-            "files": result.files,
+            # A token's hash would let anyone holding the output test guesses against it.
+            "files": {path: None if path in secret else digest for path, digest in result.files.items()},
             "removed": list(result.removed),
-            "device": {"bundle": result.device_bundle, "config": result.device_config},
+            "device": {"bundle": result.device_bundle, "config": result.device_config,
+                       "trusted_keys": list(result.trusted_keys), "token_file": result.token_file},
         })
         return
     click.echo(f"{image}: boot partition {result.partition.number} prepared, first boot by {result.mechanism}")
     for path, digest in result.files.items():
-        click.echo(f"  {path}  sha256 {digest[:16]}")
+        click.echo(f"  {path}  (secret)" if path in secret else f"  {path}  sha256 {digest[:16]}")
     for path in result.removed:
         click.echo(f"  removed {path}")
     click.echo(f"on the device: bundle {result.device_bundle}, config {result.device_config}")
+    if result.trusted_keys:
+        click.echo(f"  trusted keys {', '.join(result.trusted_keys)}")
+    if result.token_file:
+        click.echo(f"  device token {result.token_file}")
     if not settings.ssh_keys:
         click.echo("note: no --ssh-key given, so SSH stays off and the device has no login", err=True)
 

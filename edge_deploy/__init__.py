@@ -28,7 +28,17 @@ from ._packaged import agent_unit, install_script
 from ._partitions import Partition, boot_partition, read_partitions
 from ._plan import InstallPlan, install_plan
 from ._prepare import PrepareResult, detect_mechanism, prepare_image
-from ._settings import DeviceSettings, WifiSettings, read_ssh_keys, read_wifi
+from ._settings import (
+    DeviceSettings,
+    DeviceToken,
+    TrustedKey,
+    WifiSettings,
+    device_token,
+    read_device_token,
+    read_ssh_keys,
+    read_trusted_key,
+    read_wifi,
+)
 from ._wheel import build_wheel, check_wheel
 
 __all__ = [
@@ -38,6 +48,7 @@ __all__ = [
     "DeployError",
     "DeployInputError",
     "DeviceSettings",
+    "DeviceToken",
     "FatVolume",
     "FlashError",
     "FlashRefusedError",
@@ -49,6 +60,7 @@ __all__ = [
     "Partition",
     "PrepareResult",
     "ToolError",
+    "TrustedKey",
     "VerifyError",
     "WifiSettings",
     "agent_unit",
@@ -57,11 +69,14 @@ __all__ = [
     "check_target",
     "check_wheel",
     "detect_mechanism",
+    "device_token",
     "flash_image",
     "install_plan",
     "install_script",
     "prepare_image",
+    "read_device_token",
     "read_partitions",
     "read_ssh_keys",
+    "read_trusted_key",
     "read_wifi",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "EDGE_DIR",
     "FIRSTBOOT_UNIT_NAME",
     "FIRSTRUN_ARGS",
+    "InstallFile",
     "Mechanism",
     "Payload",
     "cloud_init_files",
@@ -61,6 +62,21 @@ _USER_GROUPS = "users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,g
 
 
 @dataclass(frozen=True)
+class InstallFile:
+    """A file the config names (a trusted key, the device token...) and where the install step puts it."""
+
+    card: str
+    """Its path inside the boot partition's ``edge/`` folder, e.g. ``keys/release.pub``."""
+    device: str
+    """Its absolute path on the device, as agent.toml names it, e.g. ``/etc/edge/keys/release.pub``."""
+    mode: str
+    owner: str
+    group: str
+    secret: bool = False
+    """Removed from the boot partition (readable by every user) once installed."""
+
+
+@dataclass(frozen=True)
 class Payload:
     """File names, inside the boot partition's ``edge/`` folder, of what the install step uses."""
 
@@ -70,6 +86,7 @@ class Payload:
     installer: str = "install-on-pi.sh"
     script: str = "firstboot.sh"
     unit: str = FIRSTBOOT_UNIT_NAME
+    files: tuple[InstallFile, ...] = ()
 
 
 def _q(value: str) -> str:
@@ -86,20 +103,39 @@ def _y(value: str) -> str:
 
 def firstboot_script(payload: Payload) -> str:
     edge = '"$HERE"'
-    return f"""#!/bin/sh
-# {_HEADER}
-# Run by {FIRSTBOOT_UNIT_NAME} once the network is up: installs the edge runtime, the model bundle,
-# the agent config and edge-agent.service with install-on-pi.sh, then disables itself.
-set -eu
-HERE=$(dirname "$(readlink -f "$0")")
-/bin/bash {edge}/{_q(payload.installer)} \\
-    --wheel {edge}/{_q(payload.wheel)} \\
-    --bundle {edge}/{_q(payload.bundle)} \\
-    --config {edge}/{_q(payload.config)}
-# The config may hold credentials and every user can read the boot partition: only /etc/edge keeps it.
-rm -f {edge}/{_q(payload.config)}
-systemctl disable {FIRSTBOOT_UNIT_NAME}
-"""
+    lines = [
+        "#!/bin/sh",
+        f"# {_HEADER}",
+        f"# Run by {FIRSTBOOT_UNIT_NAME} once the network is up: installs the edge runtime, the model bundle,",
+        "# the agent config and edge-agent.service with install-on-pi.sh, puts the files the config names",
+        "# (trusted keys, the device token) where it names them, starts the agent, then disables itself.",
+        "set -eu",
+        'HERE=$(dirname "$(readlink -f "$0")")',
+        # --no-start: the agent must not start before the keys and the token it reads are in place.
+        f"/bin/bash {edge}/{_q(payload.installer)} --no-start \\",
+        f"    --wheel {edge}/{_q(payload.wheel)} \\",
+        f"    --bundle {edge}/{_q(payload.bundle)} \\",
+        f"    --config {edge}/{_q(payload.config)}",
+    ]
+    if payload.files:
+        # After the installer, which creates the user edge and /etc/edge. umask 077: a secret is never
+        # readable by others, not even between its creation and the chmod.
+        lines.append("umask 077")
+        parents = sorted({f.device.rsplit("/", 1)[0] for f in payload.files} - {"/etc/edge"})
+        lines += [f"install -d -m 0755 -o root -g root {_q(d)}" for d in parents]
+        lines += [
+            f"install -m {f.mode} -o {_q(f.owner)} -g {_q(f.group)} {edge}/{_q(f.card)} {_q(f.device)}"
+            for f in payload.files
+        ]
+    # The config and the secrets may hold credentials and every user can read the boot partition:
+    # only /etc/edge keeps them.
+    gone = [payload.config, *(f.card for f in payload.files if f.secret)]
+    lines.append("rm -f " + " ".join(f"{edge}/{_q(name)}" for name in gone))
+    lines += [
+        "systemctl restart --no-block edge-agent.service",
+        f"systemctl disable {FIRSTBOOT_UNIT_NAME}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def firstboot_unit(payload: Payload) -> str:

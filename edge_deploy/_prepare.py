@@ -7,14 +7,14 @@ import logging
 import os
 import re
 import tempfile
-import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edge_runtime import BundleError, is_archive, open_bundle, pack_bundle
 
+from ._device_config import DEVICE_BUNDLE_DIR, DEVICE_CONFIG, device_config
 from ._errors import DeployInputError, ImageError
 from ._fat import FatVolume
 from ._firstboot import (
@@ -32,15 +32,12 @@ from ._firstboot import (
 )
 from ._packaged import install_script
 from ._partitions import Partition, boot_partition
-from ._settings import DeviceSettings
+from ._settings import DeviceSettings, DeviceToken, read_trusted_key
 from ._wheel import build_wheel, check_wheel
 
 __all__ = ["PrepareResult", "detect_mechanism", "prepare_image"]
 
 log = logging.getLogger(__name__)
-
-#: Where install-on-pi.sh puts bundles on the device.
-DEVICE_BUNDLE_DIR = "/var/lib/edge/bundles"
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,13 @@ class PrepareResult:
     """Files an earlier preparation left that this one deleted."""
     device_bundle: str
     """Where the bundle will be on the device after the first boot."""
-    device_config: str = "/etc/edge/agent.toml"
+    device_config: str = DEVICE_CONFIG
+    trusted_keys: tuple[str, ...] = ()
+    """Where the trusted keys will be on the device (as the config names them)."""
+    token_file: str | None = None
+    """Where the device token will be on the device, when one was given."""
+    secrets: tuple[str, ...] = ()
+    """Files in ``files`` whose content is secret (the token...): show neither them nor their hash."""
 
 
 def detect_mechanism(volume: FatVolume) -> Mechanism:
@@ -67,20 +70,6 @@ def detect_mechanism(volume: FatVolume) -> Mechanism:
     if any(name in names for name in CLOUD_INIT_FILES):
         return "cloud-init"
     return "firstrun"
-
-
-def _read_config(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DeployInputError(f"{path}: cannot read agent config: {exc.strerror or exc}") from exc
-    try:
-        tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DeployInputError(f"{path}: agent config is not UTF-8 text") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise DeployInputError(f"{path}: agent config is not valid TOML: {exc}") from exc
-    return raw
 
 
 def _bundle_archive(path: Path, tmp: Path) -> tuple[str, bytes]:
@@ -111,11 +100,16 @@ def prepare_image(
     wheel: str | Path | None = None,
     mechanism: Mechanism | Literal["auto"] = "auto",
     progress: Callable[[str], None] | None = None,
+    trusted_keys: Sequence[str | Path] = (),
+    device_token: DeviceToken | None = None,
 ) -> PrepareResult:
     """Write the first-boot setup, the bundle, the agent config and the wheel into ``image``'s boot partition.
 
-    Every input is checked before the image is touched. Preparing the same image twice with the same
-    inputs leaves the same files; files a previous preparation put in ``/edge`` are replaced.
+    The config on the card is the device's: every path in it is where the first boot installs the
+    file (see ``_device_config``), ``trusted_keys`` and ``device_token`` replace the config's own,
+    and it is validated with the agent's config model. Every input is checked before the image is
+    touched. Preparing the same image twice with the same inputs leaves the same files; files a
+    previous preparation put in ``/edge`` are replaced.
     """
     image = Path(image)
     settings = settings or DeviceSettings()
@@ -124,11 +118,12 @@ def prepare_image(
     part = boot_partition(image)
     if not os.access(image, os.W_OK):
         raise ImageError(f"{image}: not writable")
-    config_bytes = _read_config(Path(config))
+    keys = tuple(read_trusted_key(Path(k)) for k in trusted_keys)
 
     with tempfile.TemporaryDirectory(prefix="edge-prepare-") as tmpdir:
         tmp = Path(tmpdir)
         bundle_name, bundle_bytes = _bundle_archive(Path(bundle), tmp)
+        device = device_config(Path(config), bundle_name=bundle_name, trusted_keys=keys, token=device_token)
         if wheel is None:
             say("building the edge-runtime wheel")
             wheel_path = build_wheel(tmp / "wheel")
@@ -140,11 +135,12 @@ def prepare_image(
         chosen: Mechanism = found if mechanism == "auto" else mechanism
         log.info("%s: boot partition %d at byte %d, first boot by %s", image, part.number, part.start, chosen)
 
-        payload = Payload(wheel=wheel_path.name, bundle=bundle_name)
+        payload = Payload(wheel=wheel_path.name, bundle=bundle_name, files=tuple(f.install for f in device.files))
         edge_files: dict[str, bytes] = {
             payload.wheel: wheel_path.read_bytes(),
             payload.bundle: bundle_bytes,
-            payload.config: config_bytes,
+            payload.config: device.text,
+            **{f.install.card: f.data for f in device.files},
             payload.installer: install_script().encode(),
             payload.script: firstboot_script(payload).encode(),
             payload.unit: firstboot_unit(payload).encode(),
@@ -197,4 +193,7 @@ def prepare_image(
         files={path: hashlib.sha256(data).hexdigest() for path, data in written.items()},
         removed=tuple(removed),
         device_bundle=f"{DEVICE_BUNDLE_DIR}/{bundle_name}",
+        trusted_keys=device.trusted_keys,
+        token_file=device.token_file,
+        secrets=tuple(f"/{EDGE_DIR}/{f.install.card}" for f in device.files if f.install.secret),
     )

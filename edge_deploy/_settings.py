@@ -1,8 +1,9 @@
-"""Validated first-boot settings: host name, login user, SSH keys, WiFi.
+"""Validated first-boot settings: host name, login user, SSH keys, WiFi, trusted keys, device token.
 
 Every check here runs before the image is opened for writing, and each error names the value or
 file at fault. The WiFi passphrase is read from a file (never the command line, where `ps` and
 shell history would show it) and is stored on the card only as the WPA PSK derived from it.
+The device token is a secret too: it is never part of a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -12,12 +13,24 @@ import binascii
 import hashlib
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge_runtime import EdgeError, key_id, load_public_key
 
 from ._errors import DeployInputError
 
-__all__ = ["DeviceSettings", "WifiSettings", "read_ssh_keys", "read_wifi"]
+__all__ = [
+    "DeviceSettings",
+    "DeviceToken",
+    "TrustedKey",
+    "WifiSettings",
+    "device_token",
+    "read_device_token",
+    "read_ssh_keys",
+    "read_trusted_key",
+    "read_wifi",
+]
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -154,3 +167,78 @@ def read_wifi(ssid: str, psk_file: Path, country: str) -> WifiSettings:
             f"(or 64 hex digits), this one has {len(passphrase)}"
         )
     return WifiSettings(ssid=ssid, psk=psk, country=country)
+
+
+# -- what the agent needs on the device: trusted keys, the device token --------------------------------
+
+#: Longer than any token the cloud service issues; a bigger file is the wrong file.
+_MAX_TOKEN = 4096
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """An Ed25519 public key (PEM) that model bundles must be signed with, as read from ``source``."""
+
+    source: Path
+    pem: bytes = field(repr=False)
+    key_id: str
+    """The key's short id (as ``edge keys`` and ``edge agent check-config`` print it)."""
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    """The device's cloud token. ``value`` never appears in a repr, an error or a log line."""
+
+    value: str = field(repr=False)
+    source: str
+    """Where it came from (``--device-token`` or a file name), for messages."""
+
+
+def read_trusted_key(path: Path) -> TrustedKey:
+    """The Ed25519 public key in ``path``, checked the way the agent will load it on the device."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DeployInputError(f"{path}: cannot read trusted key: {exc.strerror or exc}") from exc
+    if b"PRIVATE KEY" in raw:
+        # The card is readable by anyone holding it: a signing key on it signs anything.
+        raise DeployInputError(
+            f"{path}: is a private key; pass the public key (the .pub file `edge keys generate` wrote)"
+        )
+    try:
+        key = load_public_key(path)
+    except EdgeError as exc:
+        raise DeployInputError(f"trusted key {exc}") from exc
+    return TrustedKey(source=path, pem=raw, key_id=key_id(key))
+
+
+def device_token(value: str, source: str = "--device-token") -> DeviceToken:
+    """Check a device token; errors name ``source`` and what is wrong, never the token."""
+    if not value:
+        raise DeployInputError(f"{source}: the device token is empty")
+    if len(value) > _MAX_TOKEN:
+        raise DeployInputError(f"{source}: the device token is {len(value)} characters, more than {_MAX_TOKEN}")
+    if not all(33 <= ord(c) <= 126 for c in value):
+        # The agent strips the token file and sends the token in an HTTP header: spaces, line breaks
+        # and non-ASCII cannot survive that.
+        raise DeployInputError(
+            f"{source}: the device token must be printable ASCII without spaces or line breaks"
+        )
+    return DeviceToken(value=value, source=source)
+
+
+def read_device_token(path: Path) -> DeviceToken:
+    """The device token held in ``path`` (one line; surrounding whitespace is ignored, as the agent does)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DeployInputError(f"{path}: cannot read device token file: {exc.strerror or exc}") from exc
+    if len(raw) > 4 * _MAX_TOKEN:
+        raise DeployInputError(f"{path}: is {len(raw)} bytes, too big to be a device token file")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DeployInputError(
+            f"{path}: the device token must be printable ASCII without spaces or line breaks"
+        ) from exc
+    return device_token(text.strip(), source=str(path))
