@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from ._common import run_cli
+from ._common import CliError, run_cli
+from ._extras import guard_command, missing_for
+from ._quiet import quiet_libraries
 
 __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
@@ -57,16 +59,21 @@ class LazyGroup(click.Group):
         if entry is None:
             return None
         module_name, attr = entry[0].split(":")
+        # "run", "cloud serve": the key of the optional-library table (edge_cli._extras)
+        verb = " ".join([*ctx.command_path.split()[1:], cmd_name])
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            known = missing_for(verb, {})
+            if known is not None:
+                raise known from exc
             missing = getattr(exc, "name", None) or str(exc)
-            raise click.ClickException(
+            raise CliError(
                 f"`{ctx.command_path} {cmd_name}` needs a package that is not installed ({missing}); "
                 f"{self.extra_hint}"
             ) from exc
         cmd: click.Command = getattr(module, attr)
-        return cmd
+        return guard_command(cmd, verb)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help from the table, so that --help imports no command module.
@@ -82,6 +89,8 @@ def cli(verbose: int) -> None:
 
     Every command takes --help. Commands that report take --json for scripts.
     """
+    # Before any command imports TensorFlow, OpenCV or torch: they read their log level at load.
+    quiet_libraries(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

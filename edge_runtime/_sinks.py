@@ -1,20 +1,32 @@
-"""Where records go: stdout, a JSON-lines file, a SQLite database (and, in telemetry, the outbox)."""
+"""Where records go: stdout, a JSON-lines file, a CSV file, a SQLite database (and, in telemetry,
+the outbox). ``open_sink`` picks one from a spec; the format follows the file's extension."""
 
 from __future__ import annotations
 
+import csv
 import json
-import sqlite3
 import sys
 import threading
 from pathlib import Path
-from typing import Protocol, TextIO, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from ._errors import SinkError
 from ._record import Record
 
-__all__ = ["JsonlSink", "Sink", "SqliteSink", "StreamSink", "open_sink"]
+if TYPE_CHECKING:
+    import sqlite3
 
+__all__ = ["OUTPUT_FORMATS", "CsvSink", "JsonlSink", "Sink", "SqliteSink", "StreamSink", "open_sink"]
 
+#: extension -> format name, for ``open_sink`` and its error message
+OUTPUT_FORMATS: dict[str, str] = {
+    ".jsonl": "JSON lines",
+    ".ndjson": "JSON lines",
+    ".csv": "CSV",
+    ".db": "SQLite",
+    ".sqlite": "SQLite",
+    ".sqlite3": "SQLite",
+}
 
 @runtime_checkable
 class Sink(Protocol):
@@ -28,6 +40,8 @@ class Sink(Protocol):
 
 
 class StreamSink:
+    kind = "JSON lines"
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdout
 
@@ -40,6 +54,8 @@ class StreamSink:
 
 
 class JsonlSink:
+    kind = "JSON lines"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
@@ -58,6 +74,8 @@ class JsonlSink:
 
 class SqliteSink:
     """One row per record: the indexed fields plus the whole record as JSON."""
+
+    kind = "SQLite"
 
     _SCHEMA = """
     CREATE TABLE IF NOT EXISTS records (
@@ -78,9 +96,12 @@ class SqliteSink:
         self._lock = threading.Lock()
         self._pending = 0
         self._commit_every = commit_every
+        import sqlite3  # only when a database is written: `edge run` to stdout needs none
+
+        self._errors: type[Exception] = sqlite3.Error
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db: sqlite3.Connection = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(self._SCHEMA)
             self._db.commit()
@@ -105,7 +126,7 @@ class SqliteSink:
                 if self._pending >= self._commit_every:
                     self._db.commit()
                     self._pending = 0
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 raise SinkError(f"{self.path}: cannot write record ({exc})") from exc
 
     def close(self) -> None:
@@ -114,12 +135,87 @@ class SqliteSink:
             self._db.close()
 
 
+class CsvSink:
+    """One row per record in flat columns a spreadsheet reads; what does not flatten (every
+    detection, the values, the whole top-k list) goes into the ``results_json`` column as JSON.
+
+    Appends to an existing file only when its header is this sink's header, so that columns never
+    shift under an old file."""
+
+    kind = "CSV"
+    COLUMNS: tuple[str, ...] = (
+        "ts", "source", "frame", "model", "version", "backend", "path",
+        "top_label", "top_score", "detections", "results_json", "latency_total_ms", "error",
+    )
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            header = ""
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                with self.path.open(encoding="utf-8", newline="") as f:
+                    header = f.readline().strip()
+                if header != ",".join(self.COLUMNS):
+                    raise SinkError(f"{self.path}: exists with other columns ({header[:80]!r}); "
+                                    "choose a new file name")
+            self._f = self.path.open("a", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot open for writing ({exc.strerror})") from exc
+        self._w = csv.writer(self._f)
+        if not header:
+            self._w.writerow(self.COLUMNS)
+
+    @classmethod
+    def row(cls, record: Record) -> list[Any]:
+        top_k = record.get("top_k")
+        top = top_k[0] if top_k else None
+        detections = record.get("detections")
+        model = record.get("model")
+        results: Any = None
+        if detections is not None:
+            results = detections
+        elif record.get("values") is not None:
+            results = record.get("values")
+        elif top_k:
+            results = top_k
+        return [
+            record["ts"], record["source"], record["frame"],
+            model["name"] if model else "", model["version"] if model else "",
+            record.get("backend", ""), record.get("path", ""),
+            top["label"] if top else "", top["score"] if top else "",
+            len(detections) if detections is not None else "",
+            json.dumps(results, separators=(",", ":")) if results is not None else "",
+            record.get("latency_ms", {}).get("total", ""),
+            record.get("error", ""),
+        ]
+
+    def write(self, record: Record) -> None:
+        self._w.writerow(self.row(record))
+
+    def close(self) -> None:
+        self._f.flush()
+        self._f.close()
+
+
 def open_sink(spec: str) -> Sink:
-    """``-`` for stdout, ``sqlite:///path.db`` for SQLite, anything else a JSON-lines file."""
+    """``-`` for stdout, ``sqlite:///path.db`` for SQLite, else a file whose extension names the
+    format (see ``OUTPUT_FORMATS``). An unknown extension is refused rather than guessed: a
+    ``results.json`` silently written as JSON lines would break whoever reads it."""
     if spec in ("-", ""):
         return StreamSink()
     if spec.startswith("sqlite:///"):
         return SqliteSink(spec[len("sqlite:///"):])
     if spec.startswith("sqlite:"):
         raise SinkError(f"{spec!r}: write SQLite outputs as sqlite:///relative/path.db or sqlite:////abs/path.db")
-    return JsonlSink(spec)
+    suffix = Path(spec).suffix.lower()
+    kind = OUTPUT_FORMATS.get(suffix)
+    if kind == "CSV":
+        return CsvSink(spec)
+    if kind == "SQLite":
+        return SqliteSink(spec)
+    if kind == "JSON lines":
+        return JsonlSink(spec)
+    known = ", ".join(OUTPUT_FORMATS)
+    what = f"extension {suffix!r}" if suffix else "no extension"
+    raise SinkError(f"{spec}: unknown output format ({what}); known: - (stdout), {known}, sqlite:///FILE.db")

@@ -1,0 +1,120 @@
+"""Which optional libraries each command (or option) needs, checked before the command starts.
+
+A device installs only the extras of its role, so a verb may find a library missing. Checking the
+table below before the command's body runs turns that into one line naming the ``pip install`` that
+fixes it, instead of a traceback from deep inside (or, worse, from a background thread after the
+run has started). The check only looks modules up (``importlib.util.find_spec``); it imports nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import CliError
+
+__all__ = ["REQUIREMENTS", "MissingExtraError", "Requirement", "guard_command", "missing_for", "module_missing"]
+
+
+class MissingExtraError(CliError):
+    """A command needs a library that is not installed; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``command`` (e.g. ``"run"``, ``"cloud serve"``) needs ``modules`` (import name -> pip name)
+    from ``extra``: always when ``option`` is None, otherwise when that parameter is set (and
+    ``when`` accepts its value)."""
+
+    command: str
+    modules: Mapping[str, str]
+    extra: str
+    option: str | None = None
+    #: how the message names the option, e.g. "--mqtt"; "{value}" is replaced by its value
+    flag: str = ""
+    when: Callable[[Any], bool] | None = field(default=None, compare=False)
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        if self.option is None:
+            return True
+        value = params.get(self.option)
+        if value is None or value is False or value == ():
+            return False
+        return self.when(value) if self.when is not None else True
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        flag = self.flag.replace("{value}", str(params.get(self.option or "", "")))
+        return f"edge {self.command}" + (f" {flag}" if flag else "")
+
+
+_CAMERA_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264"})
+
+
+def _needs_opencv(source: Any) -> bool:
+    """Camera indexes, stream URLs and video files are read through OpenCV."""
+    spec = str(source)
+    return spec.isdigit() or ("://" in spec) or Path(spec).suffix.lower() in _CAMERA_SUFFIXES
+
+
+#: the table: every optional library a command can reach, and the extra that brings it
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("run", {"paho": "paho-mqtt"}, "device", option="mqtt_url", flag="--mqtt"),
+    Requirement("run", {"cv2": "opencv-python-headless"}, "camera", option="source", flag="--source {value}",
+                when=_needs_opencv),
+    Requirement("run", {"onnxruntime": "onnxruntime"}, "onnx", option="backend", flag="--backend onnxruntime",
+                when=lambda v: v == "onnxruntime"),
+    Requirement("run", {"cv2": "opencv-python-headless"}, "camera", option="backend", flag="--backend opencv-dnn",
+                when=lambda v: v == "opencv-dnn"),
+    Requirement("cloud serve", {"fastapi": "fastapi", "uvicorn": "uvicorn", "sqlalchemy": "sqlalchemy",
+                                "pydantic_settings": "pydantic-settings"}, "cloud"),
+    Requirement("cloud ingest", {"paho": "paho-mqtt", "sqlalchemy": "sqlalchemy"}, "cloud"),
+    # The broker configuration lives in cloud_sync.ingest, whose import needs SQLAlchemy.
+    Requirement("cloud broker-config", {"sqlalchemy": "sqlalchemy"}, "cloud"),
+)
+
+
+def module_missing(name: str) -> bool:
+    """True when ``name`` cannot be found. A finder that refuses the module (raising ImportError,
+    as an import blocker does) counts as missing too."""
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def missing_for(command: str, params: Mapping[str, Any]) -> MissingExtraError | None:
+    """The error for the first requirement of ``command`` that is not met, or None."""
+    for req in REQUIREMENTS:
+        if req.command != command or not req.applies(params):
+            continue
+        missing = [pip for mod, pip in req.modules.items() if module_missing(mod)]
+        if missing:
+            return MissingExtraError(
+                f"{req.describe(params)} needs {', '.join(missing)}: pip install 'edge-runtime[{req.extra}]'")
+    return None
+
+
+def guard_command(cmd: click.Command, command: str) -> click.Command:
+    """Make ``cmd`` check the table before its body runs (once per command object)."""
+    if cmd.callback is None or getattr(cmd, "_extras_guarded", False):
+        return cmd
+    if not any(r.command == command for r in REQUIREMENTS):
+        return cmd
+    body = cmd.callback
+
+    @functools.wraps(body)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        err = missing_for(command, kwargs)
+        if err is not None:
+            raise err
+        return body(*args, **kwargs)
+
+    cmd.callback = checked
+    cmd._extras_guarded = True  # type: ignore[attr-defined]
+    return cmd
