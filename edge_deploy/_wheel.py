@@ -25,7 +25,7 @@ _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "d
 
 def project_root() -> Path | None:
     """The source checkout this package runs from, or None when it runs from an installed wheel."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]  # edge_deploy/ sits at the top of the checkout
     pyproject = root / "pyproject.toml"
     try:
         text = pyproject.read_text()
