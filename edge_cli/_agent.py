@@ -219,7 +219,10 @@ def install_cmd(ctx: click.Context, bundle: Path, config_path: Path | None) -> N
     try:
         upd.install(bundle)
     except UpdateRefused as exc:
-        raise click.ClickException(f"refused ({exc.reason}): {exc}") from exc
+        why = ("; this device's update policy refused it ([updates]/[model] of the config), so the version is "
+               "not marked bad: it installs once the policy allows it or a corrected bundle is given"
+               if exc.policy else "")
+        raise click.ClickException(f"refused ({exc.reason}): {exc}{why}") from exc
     pid = store.running_agent_pid()
     if pid is not None:
         os.kill(pid, signal.SIGHUP)

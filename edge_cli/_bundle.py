@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from edge_runtime import EdgeError, Postprocess, Preprocess, describe_model, load_private_key, make_bundle
+from edge_runtime import (
+    EdgeError,
+    InputError,
+    Postprocess,
+    Preprocess,
+    describe_model,
+    load_private_key,
+    load_sample,
+    make_bundle,
+    parse_expires,
+)
 
 from ._common import echo_json
 
@@ -49,6 +59,32 @@ def _read_labels(path: Path) -> list[str]:
     return labels
 
 
+def _parse_expires(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_expires(value)
+    except EdgeError as exc:
+        raise click.BadParameter(str(exc).removeprefix("expires "), param_hint="--expires") from None
+
+
+def _check_sample_files(files: tuple[Path, ...]) -> None:
+    for f in files:
+        try:
+            load_sample(f)
+        except EdgeError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sample") from None
+
+
+def _policy_note(samples: list[str], expires: str | None, signed: bool) -> None:
+    """Say on stderr what a device with the default update policy will refuse, and why."""
+    missing = [what for what, ok in (("--sign-key", signed), ("--sample", bool(samples)),
+                                     ("--expires", expires is not None)) if not ok]
+    if missing:
+        click.echo(f"note: devices with the default update policy will refuse this bundle; add "
+                   f"{', '.join(missing)} (see `edge agent example-config`, [updates])", err=True)
+
+
 @click.command("bundle")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
@@ -75,15 +111,20 @@ def _read_labels(path: Path) -> list[str]:
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--softmax", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="auto: apply softmax only when outputs are not already probabilities.")
-@click.option("--expires", help="ISO 8601 date after which devices refuse this bundle (update freeze protection).")
+@click.option("--sample", "sample_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Sample input (image, or .npy array for tabular models) a device runs as its health check "
+                   "before switching; checked here (it must decode and run). Repeatable.")
+@click.option("--expires",
+              help="When devices start refusing this bundle (freeze protection): a duration from now (90d, 12h, "
+                   "4w) or an ISO 8601 date/time (2027-06-01, 2027-06-01T00:00:00Z).")
 @click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Ed25519 private key (from `edge keys generate`) to sign the manifest.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written manifest as JSON.")
 def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | None, version: int, task: str,
                resize: str | None, resize_mode: str, interpolation: str, mean: str | None, std: str | None,
-               scale: float, color: str, layout: str | None, top_k: int, softmax: str, expires: str | None,
-               sign_key: Path | None, force: bool, as_json: bool) -> None:
+               scale: float, color: str, layout: str | None, top_k: int, softmax: str, sample_files: tuple[Path, ...],
+               expires: str | None, sign_key: Path | None, force: bool, as_json: bool) -> None:
     """Wrap a third-party .tflite or .onnx MODEL into a bundle.
 
     Inputs, outputs and quantization are read from the model; you give the labels and how images
@@ -94,7 +135,14 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
       edge bundle mobilenet_v2_1.0_224_quant.tflite --labels imagenet_labels.txt -o mobilenet/
       edge bundle model.onnx --labels labels.txt --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 \\
           --resize 224x224 --resize-mode center-crop --sign-key keys/edge_signing.key -o model.tar.gz
+      edge bundle model.tflite --labels labels.txt --sample cat.jpg --sample dog.jpg --expires 90d \\
+          --sign-key keys/edge_signing.key -o model-v2.tar.gz --version 2
+
+    A device with the default update policy installs only signed bundles with --sample inputs
+    (its health check) and an --expires date.
     """
+    expires_at = _parse_expires(expires)
+    _check_sample_files(sample_files)
     key = load_private_key(sign_key) if sign_key else None
     labels = _read_labels(labels_file) if labels_file else None
     desc = describe_model(model)
@@ -111,10 +159,11 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
                        labels="labels.txt" if labels is not None else None)
     try:
         path = make_bundle(model, out, name=name, version=version, labels=labels, task=task, preprocess=pre,
-                           postprocess=post, expires=expires, layouts=[layout] if layout else None,
-                           sign_key=key, overwrite=force)
-    except EdgeError:
-        raise
+                           postprocess=post, sample_files=sample_files, expires=expires_at,
+                           layouts=[layout] if layout else None, sign_key=key, overwrite=force)
+    except InputError as exc:
+        # only the samples' check at the source raises it: the model cannot run a --sample
+        raise click.BadParameter(str(exc), param_hint="--sample") from None
     from edge_runtime import open_bundle
 
     b = open_bundle(path, pubkey=key.public_key() if key else None)
@@ -124,5 +173,7 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
     else:
         m = b.manifest
         click.echo(f"wrote {path}: {m.name} v{m.version} ({m.format}, {len(m.files)} files, "
-                   f"{'signed' if key else 'unsigned'})")
+                   f"{'signed' if key else 'unsigned'}, {len(m.samples)} sample(s) checked, "
+                   f"expires {m.expires or 'never'})")
+    _policy_note(b.manifest.samples, b.manifest.expires, key is not None)
     b.close()

@@ -44,12 +44,14 @@ from ._manifest import FileEntry, Manifest, Postprocess, Preprocess, Quantizatio
 from ._model import Model, Prediction
 from ._pipeline import Pipeline, PipelineStats, Predictor
 from ._record import Detection, Latency, ModelRef, Record, ScoredLabel, error_record, make_record, utc_now
+from ._samples import SAMPLE_IMAGE_SUFFIXES, SampleCheck, check_samples, load_sample, parse_expires
 from ._signing import PublicKey, generate_keypair, key_id, load_private_key, load_public_key
 from ._sinks import JsonlSink, Sink, SqliteSink, StreamSink, open_sink
 from ._version import __version__
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
+    "SAMPLE_IMAGE_SUFFIXES",
     "BackendError",
     "BackendUnavailableError",
     "Bundle",
@@ -80,6 +82,7 @@ __all__ = [
     "PublicKey",
     "Quantization",
     "Record",
+    "SampleCheck",
     "ScoredLabel",
     "SignatureError",
     "Sink",
@@ -91,6 +94,7 @@ __all__ = [
     "UnsafeArchiveError",
     "__version__",
     "bench_model",
+    "check_samples",
     "describe_model",
     "describe_validation_error",
     "error_record",
@@ -101,6 +105,7 @@ __all__ = [
     "load_image",
     "load_private_key",
     "load_public_key",
+    "load_sample",
     "make_bundle",
     "make_record",
     "manifest_summary",
@@ -108,6 +113,7 @@ __all__ = [
     "open_bundle",
     "open_sink",
     "pack_bundle",
+    "parse_expires",
     "safe_extract",
     "sha256_file",
     "sign_bundle",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 from ._bundle import write_bundle
 from ._errors import BackendUnavailableError, ModelError
 from ._manifest import Postprocess, Preprocess, TensorSpec
+from ._samples import check_samples as run_samples
+from ._samples import load_sample, sample_names
 from ._signing import PrivateKey
 from ._version import __version__
 from .backends import BackendOptions, backends_for
@@ -91,6 +94,8 @@ def make_bundle(
     profiles: Sequence[str] = (),
     extra_files: Mapping[str, str | Path | bytes] | None = None,
     samples: Sequence[str] = (),
+    sample_files: Sequence[str | Path] = (),
+    check_samples: bool = True,
     expires: str | None = None,
     layouts: Sequence[str] | None = None,
     sign_key: PrivateKey | None = None,
@@ -99,7 +104,20 @@ def make_bundle(
     """Wrap ``model_file`` into a bundle at ``out`` (a directory, or ``.tar.gz``).
 
     Inputs, outputs and their quantization are read from the model itself.
+
+    ``sample_files`` (images or ``.npy`` arrays) are copied in as ``samples/<name>`` and listed in
+    ``manifest.samples``, next to ``samples`` (names of files already given in ``extra_files``).
+    With ``check_samples`` every sample is decoded and run through the model before the bundle is
+    written (the device's health check, at the source): a sample that fails raises InputError.
+    ``expires`` is stored as given (see :func:`parse_expires` for durations such as ``90d``).
     """
+    labels = list(labels) if labels is not None else None  # read twice when samples are checked
+    extra = dict(extra_files or {})
+    added = sample_names(sample_files, taken=[*extra, *samples])
+    for sample in added.values():
+        load_sample(sample)  # decodes, or names the file and the problem before anything is written
+    extra.update(added)
+    samples = [*samples, *added]
     desc = describe_model(model_file)
     inputs = desc.inputs
     if layouts:
@@ -127,8 +145,14 @@ def make_bundle(
         "samples": list(samples),
         "expires": expires,
     }
+    if check_samples and samples:
+        with tempfile.TemporaryDirectory(prefix="edge-samples-") as tmp:
+            stage = write_bundle(Path(tmp) / "bundle", model_file=model_file, manifest_fields=fields, labels=labels,
+                                 extra_files=extra)
+            for r in run_samples(stage):
+                log.info("sample %s: %s", r.name, r.label if r.values is None else r.values)
     return write_bundle(out, model_file=model_file, manifest_fields=fields, labels=labels,
-                        extra_files=extra_files, sign_key=sign_key, overwrite=overwrite)
+                        extra_files=extra or None, sign_key=sign_key, overwrite=overwrite)
 
 
 def _guess_quantization(desc: ModelDescription) -> str:

@@ -30,7 +30,9 @@ from ._config import (
     load_config,
 )
 from ._errors import (
+    POLICY_REASONS,
     REFUSAL_REASONS,
+    VERDICT_REASONS,
     AgentConfigError,
     AgentError,
     AgentRunningError,
@@ -48,7 +50,9 @@ from ._verify import ModelOptions, check_rules, health_check, verify_bundle
 
 __all__ = [
     "EXAMPLE_TOML",
+    "POLICY_REASONS",
     "REFUSAL_REASONS",
+    "VERDICT_REASONS",
     "Agent",
     "AgentConfig",
     "AgentConfigError",

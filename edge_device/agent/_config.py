@@ -56,52 +56,92 @@ __all__ = [
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge")
 
-#: A complete agent.toml for a Raspberry Pi under systemd (`edge agent example-config` prints it).
+#: A complete agent.toml for a Raspberry Pi under systemd (`edge agent example-config` prints it):
+#: every key of every section, each with a comment (tests/agent/test_policy_cli.py checks it).
 EXAMPLE_TOML = """\
 # /etc/edge/agent.toml: the device agent (`edge agent --config /etc/edge/agent.toml`).
-device_id = "greenhouse-1"          # one MQTT topic level: letters, digits, . _ -
+# Every key is listed with a one-line comment. Keys set to another value than their default say
+# "default: ..."; commented-out keys are unset (their default) and show an example value.
+# Relative paths are relative to this file's folder. Any key can be overridden from the
+# environment: EDGE_DEVICE_ID, EDGE_<SECTION>__<KEY> (EDGE_ROUTER__MODE=offline).
+device_id = "greenhouse-1"          # required; one MQTT topic level: letters, digits, . _ -
 state_dir = "/var/lib/edge"         # models/, staging/, pointers, state.json, outbox.db
 outputs = []                        # extra local outputs: "-", "/var/lib/edge/records.jsonl", "sqlite:///..."
 
 [model]
-bundle = "/opt/edge/bundles/mobilenet_v2-v1.tar.gz"   # first model and last fallback (signed)
-trusted_keys = ["/etc/edge/keys/release.pub"]         # pinned Ed25519 keys: nothing else is run
-threads = 4
+bundle = "/opt/edge/bundles/mobilenet_v2-v1.tar.gz"   # required; first model and last fallback (signed)
+trusted_keys = ["/etc/edge/keys/release.pub"]         # pinned Ed25519 keys: nothing else is run (default: [], no check)
+# name = "mobilenet_v2"             # updates for another model name are refused (default: the bundle's own name)
+# backend = "litert"                # litert | onnxruntime | opencv-dnn (default: the profile's order)
+threads = 4                         # inference threads (default: the profile's, else one per core)
+# profile = "raspberry-pi-4"        # device profile (default: detected)
+# top_k = 5                         # labels per record (default: the bundle's postprocess.top_k)
 
 [source]
-spec = "picamera"                   # or 0 (USB camera), rtsp://..., a video file, a directory
+spec = "picamera"                   # required; or 0 (USB camera), rtsp://..., a video file, a directory
+repeat = false                      # start again at the first image when a file source ends
+# workers = 2                       # image decoding processes (default: chosen from the free cores)
+# limit = 1000                      # stop after this many frames, then exit cleanly (default: never)
 
 [router]
-mode = "cascade"                    # offline | online | cascade
+mode = "cascade"                    # offline | online | cascade (default: "offline")
 threshold = 0.6                     # cascade: ask the cloud below this local top score
-deadline_ms = 400                   # no frame waits on the network longer than this
+deadline_ms = 400                   # no frame waits on the network longer than this (default: 500)
+# cloud_model = "mobilenet_v2"      # the cloud model to ask (default: the local model's name)
+top_k = 5                           # labels asked of the cloud
+image_format = "jpeg"               # jpeg | png: how frames are sent to the cloud
+jpeg_quality = 90                   # 1-100
+max_in_flight = 4                   # cloud calls at once; more frames than this answer locally
+
 [router.breaker]
 failures = 3                        # failures in a row that open the breaker
-backoff_s = 5                       # first wait before a probe (doubles, jittered)
-backoff_max_s = 120
+backoff_s = 5.0                     # first wait before a probe (doubles up to backoff_max_s)
+backoff_max_s = 120.0               # longest wait between probes
+jitter = 0.5                        # random fraction of each wait, so a fleet does not probe in lockstep
 
 [cloud]
-url = "https://edge-cloud.example.com"
-token_file = "/etc/edge/device.token"   # or EDGE_CLOUD_TOKEN in the unit's environment
+url = "https://edge-cloud.example.com"   # online inference and the model registry (default: none, offline)
+# token = "..."                     # the device token; prefer token_file or EDGE_CLOUD_TOKEN (default: none)
+token_file = "/etc/edge/device.token"   # a file holding the device token, read at start (default: none)
+timeout_s = 30.0                    # registry calls (update checks) give up after this
 
 [telemetry]
-mqtt_url = "mqtts://broker.example.com:8883"
-username = "greenhouse-1"
-password_file = "/etc/edge/mqtt.password"   # or EDGE_MQTT_PASSWORD
-ca_file = "/etc/edge/ca.pem"
+enabled = true                      # results, metrics, events and status over MQTT (when mqtt_url is set)
+mqtt_url = "mqtts://broker.example.com:8883"   # mqtt:// or mqtts:// (default: none, telemetry off)
+username = "greenhouse-1"           # MQTT user, usually the device id (default: none)
+password_file = "/etc/edge/mqtt.password"   # or EDGE_MQTT_PASSWORD (default: none)
+ca_file = "/etc/edge/ca.pem"        # CA for mqtts:// (default: none, the system's CAs)
+# cert_file = "/etc/edge/device.crt"   # client certificate for mutual TLS (default: none)
+# key_file = "/etc/edge/device.key"    # its private key (default: none)
+# outbox = "/var/lib/edge/outbox.db"   # the durable outbox (default: <state_dir>/outbox.db)
+confirm = "cloud"                   # cloud: rows leave at the ingester's commit; broker: at the PUBACK
+metrics_interval_s = 60.0           # how often edge/<device>/metrics is published
+linger_s = 0.5                      # wait this long to batch results into one message
+drain_s = 2.0                       # at SIGTERM, time to drain the outbox before leaving the rest
+commands = true                     # listen on edge/<device>/cmd/update for update notices
 
 [updates]
-poll_interval_s = 3600              # plus MQTT notices on edge/<device>/cmd/update
-max_bundle_bytes = 268435456
+# enabled = true                    # signed model updates (default: on when cloud.url is set)
+poll_interval_s = 3600.0            # plus MQTT notices on edge/<device>/cmd/update
+first_poll_s = 0.0                  # first poll this long after the start
+max_bundle_bytes = 268435456        # bigger bundles are refused (default: 536870912, 512 MiB)
+download_timeout_s = 900.0          # one download gives up after this
+require_expiry = true               # refuse bundles without expires (`edge bundle --expires 90d`)
+require_samples = true              # refuse bundles without samples (`edge bundle --sample IMG`)
+expiry_grace_s = 300.0              # allowed clock skew when checking expiry
 rollback_after_failures = 5         # failing frames in a row after a switch that roll it back
-probation_frames = 500
+probation_frames = 500              # good frames that confirm a new model (default: 100)
+max_trial_starts = 3                # crash-loop restarts during probation that roll it back at start
 
 [http]
-enabled = true                      # GET /health and /latest on 127.0.0.1:8780
-port = 8780
+enabled = true                      # GET /health and /latest (default: false)
+host = "127.0.0.1"                  # listen address; keep it local unless a firewall guards it
+port = 8780                         # 0: any free port
 
 [home_assistant]
-enabled = false
+enabled = false                     # MQTT discovery: the device and its sensors appear in Home Assistant
+discovery_prefix = "homeassistant"  # Home Assistant's discovery topic prefix
+# name = "Greenhouse camera"        # the device's name in Home Assistant (default: the device id)
 """
 ENV_PREFIX = "EDGE_"
 #: secrets with a short variable of their own (the usual names in a systemd EnvironmentFile)

@@ -112,7 +112,8 @@ class Updater:
         self._wake_check: str | None = None
         self._verdict: tuple[str, str] | None = None
         self._reload = False
-        self._refused: dict[tuple[int, str | None], str] = {}
+        #: (version, sha256) of a download → (reason, the policy that refused it, or None for a verdict)
+        self._refused: dict[tuple[int, str | None], tuple[str, Any]] = {}
         self._failures = 0
         self.probation: Probation | None = None
         self.last_result: UpdateResult | None = None
@@ -225,8 +226,13 @@ class Updater:
             self._precheck(info, version)
         except UpdateRefused as exc:
             return self._refuse(exc, version, sha)
-        if (version, sha) in self._refused:
-            return self._result(UpdateResult("refused", version, self._refused[(version, sha)]))
+        known = self._refused.get((version, sha))
+        if known is not None:
+            reason, policy = known
+            if policy is None or policy == self._policy():
+                return self._result(UpdateResult("refused", version, reason))
+            # refused by a policy that has changed since: this content gets another chance
+            del self._refused[(version, sha)]
         self._emit("update_started", version=version, size=info.get("size"), trigger=trigger)
         try:
             archive = self._download(info, version, url, sha)
@@ -267,13 +273,19 @@ class Updater:
             raise UpdateRefused("too-large", f"version {version} is {size} bytes, more than "
                                 f"updates.max_bundle_bytes = {self.cfg.max_bundle_bytes}", version=version)
 
+    def _policy(self) -> tuple[Any, ...]:
+        """What a policy refusal depends on: the update rules and the model this device runs."""
+        return (self.cfg, self._expected_name())
+
     def _refuse(self, exc: UpdateRefused, version: int, sha: str | None) -> UpdateResult:
         key = (version, sha)
-        if self._refused.get(key) != exc.reason:
+        known = self._refused.get(key)
+        if known is None or known[0] != exc.reason:
             # Said once per version and content, not at every poll.
-            log.warning("updater: version %d refused (%s): %s", version, exc.reason, exc)
-            self._emit("update_refused", version=version, reason=exc.reason, error=str(exc))
-        self._refused[key] = exc.reason
+            log.warning("updater: version %d refused (%s%s): %s", version, exc.reason,
+                        ", by this device's policy" if exc.policy else "", exc)
+            self._emit("update_refused", version=version, reason=exc.reason, error=str(exc), policy=exc.policy)
+        self._refused[key] = (exc.reason, self._policy() if exc.policy else None)
         return self._result(UpdateResult("refused", version, exc.reason, str(exc)))
 
     def _download(self, info: dict[str, Any], version: int, url: str, sha: str | None) -> Path:
@@ -315,7 +327,7 @@ class Updater:
         state = self.store.load()
         check_rules(m, highest=state.highest_accepted, bad=state.bad_versions, expected_name=self._expected_name(),
                     expected_version=expected_version, require_expiry=self.cfg.require_expiry,
-                    grace_s=self.cfg.expiry_grace_s)
+                    require_samples=self.cfg.require_samples, grace_s=self.cfg.expiry_grace_s)
         self._emit("update_verified", version=m.version, signed_by=bundle.signed_by)
         if archive.is_file():
             target = self.store.install_dir(bundle.root, m.version)
@@ -328,7 +340,8 @@ class Updater:
         try:
             model = health_check(bundle, self.opts, require_samples=self.cfg.require_samples)
         except UpdateRefused as exc:
-            self._mark_bad(m.version, f"health check failed: {exc}")
+            if not exc.policy:  # a verdict on this signed content: never again; a policy refusal is not
+                self._mark_bad(m.version, f"health check failed: {exc}")
             self.store.remove_model(m.version)
             raise
         self._emit("update_healthy", version=m.version)

@@ -28,6 +28,8 @@ from edge_runtime import (
     PublicKey,
     SignatureError,
     UnsafeArchiveError,
+    __version__,
+    load_sample,
     open_bundle,
 )
 
@@ -80,10 +82,14 @@ def parse_expiry(value: str) -> datetime:
 
 
 def check_rules(manifest: Manifest, *, highest: int, bad: dict[int, str], expected_name: str | None,
-                expected_version: int | None = None, require_expiry: bool = True, grace_s: float = 0.0,
-                now: datetime | None = None) -> None:
+                expected_version: int | None = None, require_expiry: bool = True, require_samples: bool = True,
+                grace_s: float = 0.0, now: datetime | None = None, runtime_version: str = __version__) -> None:
     """TUF's client rules for one bundle: right model, announced version, newer than anything ever
-    accepted (no rollback attack), not known bad, not expired (no freeze attack)."""
+    accepted (no rollback attack), not known bad, not expired (no freeze attack); then this device's
+    policy: samples for the health check, a runtime new enough.
+
+    The verdicts (``bad-version``, ``downgrade``) come first; the policy refusals after them
+    (``UpdateRefused.policy``) never mark the version bad."""
     v = manifest.version
     if expected_name is not None and manifest.name != expected_name:
         raise UpdateRefused("wrong-model", f"bundle is model {manifest.name!r}, this device runs {expected_name!r}",
@@ -100,12 +106,36 @@ def check_rules(manifest: Manifest, *, highest: int, bad: dict[int, str], expect
     if manifest.expires is None:
         if require_expiry:
             raise UpdateRefused("expired", f"version {v} has no expiry date (updates.require_expiry is on; "
-                                "build bundles with expires=...)", version=v)
-        return
-    exp = parse_expiry(manifest.expires)
-    t = now or datetime.now(UTC)
-    if t > exp + timedelta(seconds=grace_s):
-        raise UpdateRefused("expired", f"version {v} expired at {manifest.expires}", version=v)
+                                "build bundles with `edge bundle --expires 90d`, or expires=...)", version=v)
+    else:
+        exp = parse_expiry(manifest.expires)
+        t = now or datetime.now(UTC)
+        if t > exp + timedelta(seconds=grace_s):
+            raise UpdateRefused("expired", f"version {v} expired at {manifest.expires}", version=v)
+    if not manifest.samples and require_samples:
+        raise UpdateRefused("no-samples", f"version {v} has no sample inputs to check it with "
+                            "(updates.require_samples is on; build bundles with `edge bundle --sample IMG`, "
+                            "or samples=[...])", version=v)
+    if _version_key(manifest.min_runtime) > _version_key(runtime_version):
+        raise UpdateRefused("min-runtime", f"version {v} needs runtime {manifest.min_runtime} or newer, this "
+                            f"device has {runtime_version}", version=v)
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    """``0.1.0`` → (0, 1, 0); a part's leading digits only (``1.2rc1`` → (1, 2)); nothing parsed → ()."""
+    parts: list[int] = []
+    for part in text.strip().split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def load_model(bundle: Bundle, opts: ModelOptions) -> Model:
@@ -126,18 +156,11 @@ def prediction_ok(pred: Prediction) -> bool:
 
 
 def _load_sample(path: Path) -> Any:
-    from edge_runtime import load_image
-
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return load_image(path)
-    if suffix == ".npy":
-        try:
-            # allow_pickle=False: a bundle must never make us unpickle anything
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UpdateRefused("health", f"sample {path.name}: not a readable .npy array ({exc})") from exc
-    raise UpdateRefused("health", f"sample {path.name}: unknown sample type {suffix!r} (use an image or .npy)")
+    try:
+        # the runtime's reading of samples, the same as where bundles are made (.npy: no pickles)
+        return load_sample(path)
+    except EdgeError as exc:
+        raise UpdateRefused("health", f"sample {path.name}: {exc}") from exc
 
 
 def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = True) -> Model:
@@ -148,8 +171,9 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
     """
     m = bundle.manifest
     if not m.samples and require_samples:
-        raise UpdateRefused("health", f"version {m.version} has no sample inputs to check it with "
-                            "(updates.require_samples is on; build bundles with samples=[...])", version=m.version)
+        raise UpdateRefused("no-samples", f"version {m.version} has no sample inputs to check it with "
+                            "(updates.require_samples is on; build bundles with `edge bundle --sample IMG`, "
+                            "or samples=[...])", version=m.version)
     try:
         model = load_model(bundle, opts)
     except EdgeError as exc:
