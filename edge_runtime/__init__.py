@@ -19,6 +19,7 @@ from ._bundle import (
     sign_bundle,
     write_bundle,
 )
+from ._detection import Geometry, box_iou, nms
 from ._errors import (
     BackendError,
     BackendUnavailableError,
@@ -39,7 +40,7 @@ from ._errors import (
     first_line,
 )
 from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, load_image
-from ._make import ModelDescription, describe_model, make_bundle, model_format
+from ._make import ModelDescription, describe_model, make_bundle, model_format, model_metadata
 from ._manifest import FileEntry, Manifest, Postprocess, Preprocess, Quantization, TensorSpec
 from ._model import Model, Prediction
 from ._pipeline import Pipeline, PipelineStats, Predictor
@@ -60,6 +61,7 @@ __all__ = [
     "Detection",
     "EdgeError",
     "FileEntry",
+    "Geometry",
     "ImagePreprocessor",
     "InferenceError",
     "InputError",
@@ -94,6 +96,7 @@ __all__ = [
     "UnsafeArchiveError",
     "__version__",
     "bench_model",
+    "box_iou",
     "check_samples",
     "describe_model",
     "describe_validation_error",
@@ -110,6 +113,8 @@ __all__ = [
     "make_record",
     "manifest_summary",
     "model_format",
+    "model_metadata",
+    "nms",
     "open_bundle",
     "open_sink",
     "pack_bundle",

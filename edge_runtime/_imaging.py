@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._detection import Geometry
 from ._errors import DecodeError, InputError
 from ._manifest import Preprocess, TensorSpec
 
@@ -98,6 +99,32 @@ class ImagePreprocessor:
             x = np.transpose(x, (2, 0, 1))
         return np.ascontiguousarray(x[None, ...])
 
+    def geometry(self, src_w: int, src_h: int) -> Geometry:
+        """How a ``src_w`` x ``src_h`` image maps onto the model input (exactly as :meth:`_resize`
+        does it), so that boxes found in the input can be mapped back to the image."""
+        w, h = self.width, self.height
+        if src_w <= 0 or src_h <= 0:
+            raise InputError(f"image size {src_w}x{src_h} is empty")
+        mode = self.pre.resize_mode
+        if (src_w, src_h) == (w, h):
+            return Geometry(src_w, src_h, 1.0, 1.0)
+        if mode == "squash":
+            return Geometry(src_w, src_h, w / src_w, h / src_h)
+        if mode == "center-crop":
+            nw, nh = self._crop_size(src_w, src_h)
+            return Geometry(src_w, src_h, nw / src_w, nh / src_h, -float((nw - w) // 2), -float((nh - h) // 2))
+        nw, nh = self._fit_size(src_w, src_h)
+        return Geometry(src_w, src_h, nw / src_w, nh / src_h, float((w - nw) // 2), float((h - nh) // 2))
+
+    def _crop_size(self, src_w: int, src_h: int) -> tuple[int, int]:
+        w, h = self.width, self.height
+        s = max(w / src_w, h / src_h)
+        return max(w, round(src_w * s)), max(h, round(src_h * s))
+
+    def _fit_size(self, src_w: int, src_h: int) -> tuple[int, int]:
+        s = min(self.width / src_w, self.height / src_h)
+        return max(1, round(src_w * s)), max(1, round(src_h * s))
+
     def _to_dtype(self, f: np.ndarray) -> np.ndarray:
         if self.dtype.kind == "f":
             return f.astype(self.dtype, copy=False)
@@ -118,15 +145,14 @@ class ImagePreprocessor:
         if mode == "squash":
             return np.asarray(im.resize((w, h), self._resample))
         if mode == "center-crop":
-            s = max(w / src_w, h / src_h)
-            nw, nh = max(w, round(src_w * s)), max(h, round(src_h * s))
+            nw, nh = self._crop_size(src_w, src_h)
             im = im.resize((nw, nh), self._resample)
             left, top = (nw - w) // 2, (nh - h) // 2
             return np.asarray(im.crop((left, top, left + w, top + h)))
-        # letterbox: fit inside, keep aspect ratio, pad the rest with black
-        s = min(w / src_w, h / src_h)
-        nw, nh = max(1, round(src_w * s)), max(1, round(src_h * s))
-        canvas = Image.new("RGB", (w, h))
+        # letterbox: fit inside, keep aspect ratio, centre, pad the rest with pad_value gray
+        nw, nh = self._fit_size(src_w, src_h)
+        pad = self.pre.pad_value
+        canvas = Image.new("RGB", (w, h), (pad, pad, pad))
         canvas.paste(im.resize((nw, nh), self._resample), ((w - nw) // 2, (h - nh) // 2))
         return np.asarray(canvas)
 

@@ -18,7 +18,8 @@ from ._signing import PrivateKey
 from ._version import __version__
 from .backends import BackendOptions, backends_for
 
-__all__ = ["ModelDescription", "describe_model", "make_bundle", "model_format"]
+__all__ = ["ModelDescription", "describe_model", "detection_settings", "make_bundle", "model_format",
+           "model_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def make_bundle(
     if task in ("tabular", "regression") and preprocess is None:
         pre = Preprocess(kind="none")
     post = postprocess if isinstance(postprocess, Postprocess) else Postprocess(**(postprocess or {}))
+    if task == "detection":
+        pre, post, labels = detection_settings(model_file, desc, inputs, pre, post, labels)
     quant = quantization or _guess_quantization(desc)
     fields: dict[str, Any] = {
         "name": name or Path(model_file).stem.replace(" ", "_"),
@@ -161,3 +164,160 @@ def _guess_quantization(desc: ModelDescription) -> str:
     if any(t.dtype == "float16" for t in desc.inputs):
         return "fp16"
     return "none"
+
+# -- detection: what the model says about its head, labels and preprocessing --------------------
+
+#: first line of a TensorFlow label map that stands for the background class, which SSD class ids skip
+_BACKGROUND = ("???", "background", "__background__")
+#: metadata members larger than this are not read (a model file is not trusted input)
+_MAX_META_BYTES = 1 << 20
+
+
+def model_metadata(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
+    """What a model file says about itself beyond its tensors.
+
+    ONNX: ``metadata_props`` (Ultralytics writes ``names``, ``imgsz``, ``stride``, ``task``);
+    TFLite: files appended to the flatbuffer as a zip (Ultralytics' ``temp_meta.txt``, the TF
+    Lite examples' label map). Python-literal values are read with ``ast.literal_eval`` only.
+    ``labels`` holds the class names in class-id order when the model has them. Unreadable
+    metadata is logged and ignored: it only supplies defaults.
+    """
+    p = Path(path)
+    fmt = fmt or model_format(p)
+    raw: dict[str, Any] = {}
+    labels: list[str] | None = None
+    try:
+        if fmt == "onnx":
+            raw = dict(_onnx_metadata(p))
+        else:
+            raw, labels = _tflite_metadata(p)
+    except Exception as exc:  # noqa: BLE001 - metadata is optional; a model that runs is not refused for it
+        log.warning("%s: cannot read the model's metadata (%s); using defaults", p, exc)
+        return {}
+    meta: dict[str, Any] = {k: _literal(v) for k, v in raw.items()}
+    names = meta.get("names")
+    if isinstance(names, dict) and names and all(isinstance(k, int) for k in names):
+        labels = [str(names.get(i, i)) for i in range(max(names) + 1)]
+    elif isinstance(names, list) and names:
+        labels = [str(n) for n in names]
+    if labels is not None:
+        meta["labels"] = labels
+    return meta
+
+
+def _literal(v: Any) -> Any:
+    import ast
+
+    if not isinstance(v, str) or len(v) > _MAX_META_BYTES:
+        return v
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return v
+
+
+def _onnx_metadata(p: Path) -> dict[str, str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        import onnx
+
+        m = onnx.load(str(p), load_external_data=False)
+        return {e.key: e.value for e in m.metadata_props}
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def _tflite_metadata(p: Path) -> tuple[dict[str, Any], list[str] | None]:
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        return {}, None
+    meta: dict[str, Any] = {}
+    labels: list[str] | None = None
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            if info.is_dir() or info.file_size > _MAX_META_BYTES:
+                continue
+            text = z.read(info).decode("utf-8", errors="replace")
+            base = info.filename.rsplit("/", 1)[-1]
+            if base in ("temp_meta.txt", "metadata.yaml", "metadata.json"):
+                parsed = _literal(text.strip())
+                if not isinstance(parsed, dict):
+                    import json
+
+                    try:
+                        parsed = json.loads(text)
+                    except ValueError:
+                        parsed = None
+                if isinstance(parsed, dict):
+                    meta.update({str(k): v for k, v in parsed.items()})
+            elif base.endswith(".txt") and labels is None:
+                lines = [ln.strip() for ln in text.splitlines()]
+                while lines and not lines[-1]:
+                    lines.pop()
+                labels = lines or None
+    return meta, labels
+
+
+def detection_settings(
+    model_file: str | Path,
+    desc: ModelDescription,
+    inputs: Sequence[TensorSpec],
+    pre: Preprocess,
+    post: Postprocess,
+    labels: Iterable[str] | None,
+) -> tuple[Preprocess, Postprocess, list[str] | None]:
+    """Pre/postprocessing and labels of a detection bundle: read from the model (output shapes and
+    names, metadata), every field the caller set explicitly (``model_fields_set``) kept as given.
+
+    Raises ModelError when the outputs match no known head, naming the shapes and the flags that
+    would describe the model.
+    """
+    from ._detection import BOX_DEFAULTS, guess_head, head_problem, unknown_head_message
+
+    meta = model_metadata(model_file, desc.format)
+    labels_list = list(labels) if labels is not None else None
+    meta_labels: list[str] | None = meta.get("labels")
+    names = [o.name for o in desc.outputs]
+    shapes = [o.shape for o in desc.outputs]
+    hint = len(labels_list or meta_labels or []) or None
+    head = post.head if post.head is not None else guess_head(shapes, classes=hint)
+    if head is None:
+        raise ModelError(f"{model_file}: {unknown_head_message(names, shapes)}")
+    if head_problem(head, shapes) is not None:
+        raise ModelError(f"{model_file}: {unknown_head_message(names, shapes, head)}")
+    ultralytics = head in ("yolo", "yolov5")
+    box_format, box_units = BOX_DEFAULTS[head]
+    if ultralytics and desc.format == "tflite":
+        box_units = "normalized"  # Ultralytics' TFLite exports give boxes in 0-1 of the input
+    if labels_list is None and meta_labels:
+        labels_list = list(meta_labels)
+        if head == "ssd" and labels_list and labels_list[0].strip().lower() in _BACKGROUND:
+            labels_list = labels_list[1:]  # SSD class ids start at the first real class
+        log.info("%s: %d labels from the model's metadata", model_file, len(labels_list))
+    if ultralytics and labels_list is not None:
+        classes = min(shapes[0][1], shapes[0][2]) - (4 if head == "yolo" else 5)
+        if classes != len(labels_list):
+            raise ModelError(f"{model_file}: {len(labels_list)} labels, but the {head} head "
+                             f"{list(shapes[0])} has {classes} classes")
+    post_fields: dict[str, Any] = {"head": head, "box_format": box_format, "box_units": box_units,
+                                   "labels": "labels.txt" if labels_list is not None else None}
+    post_fields.update({k: getattr(post, k) for k in post.model_fields_set})
+    if post_fields.get("labels") is not None and labels_list is None:
+        post_fields["labels"] = None
+    pre_fields: dict[str, Any] = {}
+    spec = inputs[0] if inputs else None
+    if ultralytics:
+        pre_fields = {"resize_mode": "letterbox", "pad_value": 114, "scale": 1 / 255}
+        imgsz = meta.get("imgsz")
+        dynamic = spec is None or any(d <= 0 for d in spec.shape[1:])
+        if dynamic and isinstance(imgsz, list | tuple) and len(imgsz) == 2:
+            pre_fields["size"] = (int(imgsz[1]), int(imgsz[0]))
+    elif spec is not None and spec.dtype.startswith("float"):
+        # TensorFlow's float SSDs take pixels in [-1, 1]; quantized ones take raw uint8 pixels
+        pre_fields = {"mean": [127.5], "std": [127.5]}
+    pre_fields.update({k: getattr(pre, k) for k in pre.model_fields_set})
+    return Preprocess(**pre_fields), Postprocess(**post_fields), labels_list

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._detection import BOX_DEFAULTS, BoxFormat, BoxUnits, Head, head_problem, shapes_text
+
 __all__ = [
     "MANIFEST_SCHEMA",
     "FileEntry",
@@ -72,6 +74,8 @@ class Preprocess(_Strict):
     mean: list[float] | None = None
     std: list[float] | None = None
     scale: float = 1.0
+    #: gray level (0-255) of the border a letterbox resize adds (Ultralytics models: 114)
+    pad_value: int = Field(default=0, ge=0, le=255)
 
     @model_validator(mode="after")
     def _check(self) -> Preprocess:
@@ -96,6 +100,31 @@ class Postprocess(_Strict):
     #: name of the output holding class scores when a model has several (e.g. sklearn's
     #: label + probabilities); by default an output named like "prob*", else the first one
     output: str | None = None
+    # -- detection (task "detection"): see edge_runtime._detection --
+    #: layout of the detection outputs: ``ssd`` (post-processed boxes/classes/scores/count),
+    #: ``yolo`` (raw Ultralytics head [1, 4+nc, N]) or ``yolov5`` (raw head [1, N, 5+nc])
+    head: Head | None = None
+    #: how the head gives a box, and whether in 0-1 of the input or in input pixels
+    #: (default per head: ssd yxyx normalized, yolo/yolov5 cxcywh pixels)
+    box_format: BoxFormat | None = None
+    box_units: BoxUnits | None = None
+    #: detections scoring below this are dropped
+    score_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    #: a box overlapping a better one of its class with IoU above this is suppressed
+    iou_threshold: float = Field(default=0.45, gt=0.0, le=1.0)
+    max_detections: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _box_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("head") in BOX_DEFAULTS:
+            fmt, units = BOX_DEFAULTS[data["head"]]
+            data = {**data}
+            if data.get("box_format") is None:
+                data["box_format"] = fmt
+            if data.get("box_units") is None:
+                data["box_units"] = units
+        return data
 
 
 class FileEntry(_Strict):
@@ -153,10 +182,11 @@ class Manifest(_Strict):
     def _model_listed(self) -> Manifest:
         if self.model not in self.files:
             raise ValueError(f"model file {self.model!r} is not listed in files")
-        if self.postprocess.labels is not None and self.task == "classification" and (
+        if self.postprocess.labels is not None and self.task in ("classification", "detection") and (
             self.postprocess.labels not in self.files
         ):
             raise ValueError(f"labels file {self.postprocess.labels!r} is not listed in files")
+        self._check_detection()
         for s in self.samples:
             if s not in self.files:
                 raise ValueError(f"sample file {s!r} is not listed in files")
@@ -165,6 +195,20 @@ class Manifest(_Strict):
         if not self.outputs:
             raise ValueError("a model needs at least one output")
         return self
+
+    def _check_detection(self) -> None:
+        head = self.postprocess.head
+        if self.task != "detection":
+            if head is not None:
+                raise ValueError(f"postprocess.head {head!r} is for task detection, not {self.task}")
+            return
+        if head is None:
+            raise ValueError("a detection bundle needs postprocess.head (ssd, yolo or yolov5)")
+        shapes = [o.shape for o in self.outputs]
+        problem = head_problem(head, shapes)
+        if problem is not None:
+            raise ValueError(f"outputs {shapes_text([o.name for o in self.outputs], shapes)} "
+                             f"do not fit postprocess.head {head!r}: {problem}")
 
     def to_json_bytes(self) -> bytes:
         import json

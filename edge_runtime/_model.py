@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from . import _detection
 from ._bundle import Bundle, open_bundle
 from ._errors import BundleError, InputError
 from ._imaging import ImagePreprocessor
 from ._manifest import Manifest, TensorSpec
+from ._record import Detection
 from ._signing import PublicKey
 from .backends import Backend, BackendOptions, TensorInfo, load_backend
 
@@ -26,19 +28,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prediction:
-    """What one input gave. ``top_k`` for classifiers, ``values`` for regressors."""
+    """What one input gave. ``top_k`` for classifiers, ``values`` for regressors, ``detections``
+    (best first, boxes in pixels of the original image) for detectors."""
 
     top_k: list[tuple[str, float]] | None = None
     values: list[float] | None = None
     scores: np.ndarray | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    detections: list[Detection] | None = None
 
     @property
     def label(self) -> str | None:
+        if self.detections:
+            return self.detections[0]["label"]
         return self.top_k[0][0] if self.top_k else None
 
     @property
     def score(self) -> float | None:
+        if self.detections:
+            return self.detections[0]["score"]
         return self.top_k[0][1] if self.top_k else None
 
 
@@ -105,6 +113,10 @@ class Model:
         self.top_k = m.postprocess.top_k
         self._softmax = m.postprocess.softmax
         self._threshold = m.postprocess.threshold
+        #: detection thresholds, from the manifest; `edge run --conf/--iou` overrides them
+        self.score_threshold = m.postprocess.score_threshold
+        self.iou_threshold = m.postprocess.iou_threshold
+        self.max_detections = m.postprocess.max_detections
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -195,8 +207,12 @@ class Model:
     def infer(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.backend.run(tensors)
 
-    def postprocess(self, outputs: Sequence[np.ndarray]) -> Prediction:
+    def postprocess(self, outputs: Sequence[np.ndarray], *, image_size: tuple[int, int] | None = None) -> Prediction:
+        """Output tensors to a Prediction. For detection, ``image_size`` (width, height of the image
+        before preprocessing) maps boxes back to that image; without it boxes are in model-input pixels."""
         task = self.manifest.task
+        if task == "detection":
+            return self._detect(outputs, image_size)
         out = outputs[self._score_idx]
         if task in ("regression",) or (task == "tabular" and not self.labels):
             vals = _dequantize(np.asarray(out), self._out_q).reshape(-1)
@@ -217,13 +233,40 @@ class Model:
                for i, v in zip(idx.tolist(), scores[idx].tolist(), strict=True) if v >= threshold]
         return Prediction(top_k=top, scores=scores)
 
+    def _detect(self, outputs: Sequence[np.ndarray], image_size: tuple[int, int] | None) -> Prediction:
+        post = self.manifest.postprocess
+        if self._pre is None or post.head is None:
+            raise BundleError(f"{self.bundle.origin}: detection needs image preprocessing and postprocess.head")
+        floats = [_dequantize(np.asarray(o), spec.quantization)
+                  for o, spec in zip(outputs, self.manifest.outputs, strict=False)]
+        size = (self._pre.width, self._pre.height)
+        try:
+            cand = _detection.decode(post.head, floats, box_format=post.box_format or "xyxy",
+                                     box_units=post.box_units or "pixels", input_size=size,
+                                     score_threshold=self.score_threshold)
+        except ValueError as exc:
+            raise InputError(f"{self.bundle.origin}: cannot decode the {post.head} head: {exc}") from exc
+        keep = _detection.nms(cand.boxes, cand.scores, cand.classes, iou_threshold=self.iou_threshold,
+                              max_detections=self.max_detections)
+        cand = cand.take(keep)
+        geo = self._pre.geometry(*image_size) if image_size is not None else _detection.Geometry(*size, 1.0, 1.0)
+        boxes = geo.to_source(cand.boxes)
+        labels, n_labels = self.labels, len(self.labels)
+        dets: list[Detection] = []
+        for c, sc, box in zip(cand.classes.tolist(), cand.scores.tolist(), boxes.tolist(), strict=True):
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue  # nothing of it is inside the frame
+            dets.append({"label": labels[c] if 0 <= c < n_labels else str(c), "score": round(float(sc), 6),
+                         "box": [round(v, 2) for v in box]})
+        return Prediction(detections=dets)
+
     def predict(self, x: Any) -> Prediction:
         t0 = time.perf_counter()
         tensors = self.preprocess(x)
         t1 = time.perf_counter()
         outs = self.infer(tensors)
         t2 = time.perf_counter()
-        pred = self.postprocess(outs)
+        pred = self.postprocess(outs, image_size=_image_size(x) if self._pre is not None else None)
         t3 = time.perf_counter()
         pred.latency_ms = {
             "preprocess": round((t1 - t0) * 1000, 3),
@@ -263,6 +306,14 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<Model {self.name} v{self.version} on {self.backend_name}>"
+
+
+def _image_size(x: Any) -> tuple[int, int] | None:
+    """(width, height) of an HxW[xC] image array, or None for anything else."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) not in (2, 3):
+        return None
+    return int(shape[1]), int(shape[0])
 
 
 def _shapes_agree(declared: Sequence[int], actual: Sequence[int]) -> bool:

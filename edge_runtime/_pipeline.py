@@ -29,7 +29,7 @@ import numpy as np
 from ._errors import EdgeError, SinkError
 from ._imaging import ImagePreprocessor, load_image
 from ._manifest import Preprocess, TensorSpec
-from ._model import Model
+from ._model import Model, _image_size
 from ._record import Record, error_record, make_record
 from ._sinks import Sink
 from .sources import Frame, ImageFilesSource, Source
@@ -60,14 +60,16 @@ def _init_decoder(pre_json: str, spec_json: str) -> None:
                                     TensorSpec.model_validate_json(spec_json))
 
 
-def _decode_file(path: str) -> tuple[np.ndarray | None, str | None, float]:
+def _decode_file(path: str) -> tuple[np.ndarray | None, str | None, float, tuple[int, int] | None]:
     assert _WORKER_PRE is not None
     t0 = time.perf_counter()
     try:
-        x = _WORKER_PRE(load_image(path))
+        image = load_image(path)
+        x = _WORKER_PRE(image)
     except EdgeError as exc:
-        return None, str(exc), 0.0
-    return x, None, (time.perf_counter() - t0) * 1000
+        return None, str(exc), 0.0, None
+    # the image's size goes back with the tensor: detection maps its boxes back onto the image
+    return x, None, (time.perf_counter() - t0) * 1000, _image_size(image)
 
 
 @dataclass
@@ -214,6 +216,9 @@ class Pipeline:
         try:
             data = frame.load()
             tensors = model.preprocess(data)
+            size = _image_size(data)
+            if size is not None:
+                frame.meta["image_size"] = size
         except EdgeError as exc:
             return _Prepared(frame, error=str(exc))
         return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
@@ -297,9 +302,11 @@ class Pipeline:
             return self._prepare(frame, model)
         if isinstance(res, _Prepared):
             return res
-        tensor, error, ms = res
+        tensor, error, ms, size = res
         if error is not None:
             return _Prepared(frame, error=error)
+        if size is not None:
+            frame.meta["image_size"] = size
         return _Prepared(frame, model, [tensor], preprocess_ms=ms)
 
     # -- live sources: newest frame only --------------------------------------------------
@@ -346,7 +353,7 @@ class Pipeline:
         t0 = time.perf_counter()
         outs = model.infer(prep.tensors)
         t1 = time.perf_counter()
-        pred = model.postprocess(outs)
+        pred = model.postprocess(outs, image_size=frame.meta.get("image_size"))
         t2 = time.perf_counter()
         pred.latency_ms = {
             "preprocess": round(prep.preprocess_ms, 3),

@@ -94,6 +94,9 @@ def make_record(model: Model, frame: Frame, pred: Prediction, *, path: Path = "l
         rec["top_k"] = [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k]
     if pred.values is not None:
         rec["values"] = pred.values
+    if pred.detections is not None:
+        rec["detections"] = [{"label": d["label"], "score": d["score"], "box": list(d["box"])}
+                             for d in pred.detections]
     rec["latency_ms"] = cast("Latency", pred.latency_ms)
     rec["model"] = {"name": model.name, "version": model.version}
     rec["backend"] = model.backend_name
