@@ -10,8 +10,12 @@ from types import FrameType
 
 import click
 
-from edge_runtime import Model, Pipeline, Sink, load_public_key, open_sink
+from edge_runtime import Model, Pipeline, Sink, load_public_key
+from edge_runtime.backends import BACKEND_NAMES
 from edge_runtime.sources import open_source
+
+from ._output import CountedOutput, StdoutSink, open_outputs, summary_lines
+from ._quiet import native_stderr_filtered
 
 __all__ = ["run_cmd"]
 
@@ -22,10 +26,13 @@ __all__ = ["run_cmd"]
               help="Image file, directory, glob, video file, camera index (0), URL (rtsp://…), picamera, "
                    "or .csv/.jsonl/.npy rows for tabular models.")
 @click.option("-o", "--output", "outputs", multiple=True, default=("-",), show_default=True,
-              help="Where records go: - (stdout), FILE.jsonl, or sqlite:///FILE.db. Repeatable.")
+              help="Where records go: - (stdout: readable lines on a terminal, JSON lines in a pipe), FILE.jsonl, "
+                   "FILE.csv, FILE.db / FILE.sqlite or sqlite:///FILE.db; the extension picks the format. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout even on a terminal.")
+@click.option("-r", "--recursive", is_flag=True, help="Also run on the images in the subfolders of a directory source.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Labels per record (default: the manifest's).")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N frames.")
-@click.option("--backend", type=click.Choice(["litert", "onnxruntime", "opencv-dnn"]),
+@click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Force a backend (default: the device profile's order).")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the device profile's).")
 @click.option("--profile", help="Device profile name (default: detected). See `edge profiles list`.")
@@ -46,14 +53,24 @@ __all__ = ["run_cmd"]
 @click.option("--mqtt-ca", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (mqtts://).")
 @click.option("--mqtt-cert", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
 @click.option("--mqtt-key", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
-@click.option("--confirm", type=click.Choice(["cloud", "broker"]), default="cloud", show_default=True,
-              help="Delete outbox rows when the ingester confirms its commit (cloud) or at the broker's PUBACK.")
+@click.option("--confirm", type=click.Choice(["auto", "ingester", "broker", "cloud"]), default="auto",
+              show_default=True,
+              help="When outbox rows are deleted: auto = at the ingester's commit confirmation when an `edge cloud "
+                   "ingest` announces itself for this device (retained on edge/ID/cmd/ingest), else at the broker's "
+                   "PUBACK (any consumer: Home Assistant, Node-RED, Telegraf); ingester = always wait for the "
+                   "ingester (cloud is its old name); broker = always at the PUBACK.")
 def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | None, limit: int | None,
+            as_json: bool, recursive: bool,
             backend: str | None, threads: int | None, profile: str | None, pubkey: tuple[Path, ...],
             workers: int | None, summary: bool, mqtt_url: str | None, device_id: str | None,
             outbox: Path | None, mqtt_username: str | None, mqtt_password_file: Path | None,
             mqtt_ca: Path | None, mqtt_cert: Path | None, mqtt_key: Path | None, confirm: str) -> None:
-    """Run BUNDLE on a source and print one JSON record per frame.
+    """Run BUNDLE on a source: one line per frame, one record per frame in every output.
+
+    On a terminal each frame is a readable line (source, result, milliseconds) and the run ends
+    with a summary of every output written; in a pipe, or with --json, stdout gets one JSON
+    record per line. When the reader of the pipe goes away (`edge run ... | head -1`) the run
+    stops quietly and exits 0.
 
     Each record has ts, source, frame, top_k (label, score) or values, latency_ms (preprocess,
     inference, postprocess, total), model (name, version), backend and path; a frame that fails
@@ -62,26 +79,46 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
 
     \b
     Examples:
-      edge run mobilenet/ --source photos/
+      edge run mobilenet/ --source photos/ --recursive --output results.csv
       edge run mobilenet.tar.gz --source 0 --output results.jsonl --output sqlite:///results.db
       edge run iris/ --source rows.csv --top-k 1
       edge run plants/ --source 0 --mqtt mqtt://broker:1883 --device-id greenhouse-1
     """
     keys = [load_public_key(p) for p in pubkey] or None
-    model = Model.load(bundle, backend=backend, threads=threads, profile=profile, pubkey=keys)
+    # LiteRT prints its own INFO lines (XNNPACK) to fd 2 while loading, whatever its log level.
+    with native_stderr_filtered():
+        model = Model.load(bundle, backend=backend, threads=threads, profile=profile, pubkey=keys)
     if top_k is not None:
         model.top_k = top_k
-    src = open_source(source)
-    sinks: list[Sink] = [open_sink(o) for o in outputs]
+    src = open_source(source, recursive=recursive)
+    skipped = int(getattr(src, "skipped_dirs", 0))
+    if skipped:
+        click.echo(f"warning: {source}: {skipped} subfolder(s) skipped; --recursive runs on them too", err=True)
+    pipe_ref: list[Pipeline] = []
+
+    def reader_gone() -> None:
+        for p in pipe_ref:
+            p.stop()
+
+    human = not as_json and sys.stdout.isatty()
+    if human and "-" not in outputs:
+        outputs = ("-", *outputs)  # a person at a terminal sees the frames go by whatever the files
+    root = Path(source) if Path(source).is_dir() else None
+    counted = open_outputs(outputs, human=human, on_pipe_closed=reader_gone, root=root)
+    sinks: list[Sink] = list(counted)
     if mqtt_url or device_id:
         if not (mqtt_url and device_id):
             raise click.UsageError("--mqtt and --device-id go together")
         from edge_device.telemetry import open_telemetry
 
-        sinks.append(open_telemetry(mqtt_url, device_id, outbox, username=mqtt_username,
-                                    password_file=mqtt_password_file, ca_file=mqtt_ca, cert_file=mqtt_cert,
-                                    key_file=mqtt_key, delivery={"confirm": confirm}))
+        telemetry = CountedOutput(open_telemetry(mqtt_url, device_id, outbox, username=mqtt_username,
+                                                 password_file=mqtt_password_file, ca_file=mqtt_ca,
+                                                 cert_file=mqtt_cert, key_file=mqtt_key,
+                                                 delivery={"confirm": confirm}), mqtt_url, "MQTT")
+        counted.append(telemetry)
+        sinks.append(telemetry)
     pipe = Pipeline(model, src, sinks, limit=limit, workers=workers)
+    pipe_ref.append(pipe)
     _stop_on_sigterm(pipe)
     stats = pipe.run()
     src.close()
@@ -90,6 +127,10 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         s = stats.as_dict()
         click.echo(f"{s['frames']} frame(s), {s['errors']} error(s), {s['dropped']} dropped, "
                    f"{s['fps']} fps on {model.backend_name}", err=True)
+        for line in summary_lines(counted):
+            click.echo(line, err=True)
+    if any(isinstance(o.sink, StdoutSink) and o.sink.closed_by_reader for o in counted):
+        return  # the reader stopped reading: a normal end for a pipeline stage, exit 0
     if stats.interrupted:
         sys.exit(130)
     if stats.frames == 0 and stats.errors > 0:

@@ -30,9 +30,10 @@ __all__ = [
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264"})
 
 
-def open_source(spec: str) -> Source:
+def open_source(spec: str, *, recursive: bool = False) -> Source:
     """``picamera[:N]``, a camera index (``0``), a URL (``rtsp://…``), a video file, a CSV/JSONL/NPY
-    file, an image file, a directory of images, or a glob pattern."""
+    file, an image file, a directory of images (its subfolders too when ``recursive``), or a glob
+    pattern."""
     if spec == "picamera" or spec.startswith("picamera:"):
         num = spec.partition(":")[2]
         if num and not num.isdigit():
@@ -49,7 +50,7 @@ def open_source(spec: str) -> Source:
     if suffix in TABULAR_SUFFIXES:
         return TabularSource(p)
     if p.is_dir() or any(ch in spec for ch in "*?[") or p.is_file():
-        return ImageFilesSource(spec)
+        return ImageFilesSource(spec, recursive=recursive)
     raise SourceError(f"{spec}: no such file or directory (sources: image file, directory, glob, video, "
                       "camera index, rtsp:// URL, picamera, .csv/.jsonl/.npy)")
 
