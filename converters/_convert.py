@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from edge_runtime import EdgeError, Model, Preprocess, TensorSpec, describe_model, make_bundle
+from edge_runtime import (
+    EdgeError,
+    Model,
+    Preprocess,
+    TensorSpec,
+    describe_model,
+    load_sample,
+    make_bundle,
+    parse_expires,
+)
 
 from ._cpu import cpu_name, has_vnni
 from ._data import (
@@ -88,6 +97,7 @@ def _convert(location: str, out: Path, opts: ConvertOptions) -> Report:
         if taken:
             raise ConversionError(f"{taken[0]} already exists; pass --overwrite or choose another -o directory")
     measure = resolve_measurement(opts.to, profile=opts.profile, backend=opts.backend, threads=opts.threads)
+    expires = parse_expires(opts.expires) if opts.expires else None  # a typo costs seconds, not an export
     # Data is read (and rejected) before the slow export, so a typo costs seconds, not minutes.
     calib = load_calibration(opts.calibration, limit=opts.max_calibration) if opts.calibration else None
     if opts.quantize == ["none", "int8"] and calib is None:
@@ -98,11 +108,11 @@ def _convert(location: str, out: Path, opts: ConvertOptions) -> Report:
     eval_set = load_eval(opts.eval) if opts.eval is not None else None
     src.load()
     with tempfile.TemporaryDirectory(prefix="edge-convert-") as tmp:
-        return _pipeline(src, name, out, opts, measure, calib, eval_set, Path(tmp))
+        return _pipeline(src, name, out, opts, measure, calib, eval_set, Path(tmp), expires)
 
 
 def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: MeasureOn, calib: InputSet | None,
-              eval_set: InputSet | None, work: Path) -> Report:
+              eval_set: InputSet | None, work: Path, expires: str | None = None) -> Report:
     ext = opts.to
     rows = _check_rows(eval_set, calib)
     float_path = src.export(ext, work / f"float.{ext}", data=rows)
@@ -131,6 +141,8 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
         else:
             targets = resolve_targets(eval_set, labels or [], n_classes=n_classes, by_value=src.class_values)
     calib_tensors = _calibration_tensors(calib, preprocess, spec, opts) if calib is not None else []
+    sample_files, sample_warning = _pick_samples(eval_set if eval_set is not None else calib, preprocess,
+                                                 opts.samples, work / "samples")
 
     variants: list[_Variant] = []
     wanted_quant = [m for m in opts.quantize if m != "none"]
@@ -179,7 +191,10 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
     report_variants = [v.report for v in variants]
     best, reason = recommend(report_variants, prefer=opts.prefer, max_drop=opts.max_drop,
                              measured=summary.kind != "none")
-    warnings = []
+    warnings = [sample_warning] if sample_warning else []
+    if expires is None:
+        warnings.append("no expiry (--expires none): devices with the default update policy (updates.require_expiry) "
+                        "refuse these bundles")
     if calib is not None and calib.skipped:
         warnings.append(f"{len(calib.skipped)} calibration file(s) could not be read and were skipped")
     if eval_set is None and calib is not None:
@@ -198,7 +213,7 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
         metrics = _manifest_metrics(v.report, report, measured_at, best)
         _bundle(v.path, final, name=name, opts=opts, src=src, labels=labels, task=task, preprocess=preprocess,
                 layout=layout, mode=v.mode, metrics=metrics, profiles=[measure.profile] if measure.profile else [],
-                overwrite=opts.overwrite, settings=v.settings)
+                overwrite=opts.overwrite, settings=v.settings, sample_files=sample_files, expires=expires)
         v.report.bundle = str(final)
     (out / "report.json").write_text(report.to_json(), encoding="utf-8")
     (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
@@ -221,7 +236,8 @@ def _quantize(src: Source, mode: str, float_path: Path, calib: Sequence[np.ndarr
 
 def _bundle(model: Path, out: Path, *, name: str, opts: ConvertOptions, src: Source, labels: list[str] | None,
             task: str, preprocess: Preprocess, layout: str | None, mode: str, metrics: dict[str, Any],
-            profiles: list[str], overwrite: bool, settings: dict[str, Any] | None = None) -> Path:
+            profiles: list[str], overwrite: bool, settings: dict[str, Any] | None = None,
+            sample_files: Sequence[Path] = (), expires: str | None = None) -> Path:
     source = dict(src.info())
     if settings:
         source["quantizer"] = settings
@@ -230,7 +246,44 @@ def _bundle(model: Path, out: Path, *, name: str, opts: ConvertOptions, src: Sou
         post["labels"] = None
     return make_bundle(model, out, name=name, version=opts.version, labels=labels or None, task=task,
                        preprocess=preprocess, postprocess=post, source=source, quantization=mode,
-                       metrics=metrics, profiles=profiles, layouts=[layout] if layout else None, overwrite=overwrite)
+                       metrics=metrics, profiles=profiles, layouts=[layout] if layout else None, overwrite=overwrite,
+                       sample_files=sample_files, expires=expires)
+
+
+def _pick_samples(data: InputSet | None, preprocess: Preprocess, n: int, work: Path) -> tuple[list[Path], str | None]:
+    """Up to ``n`` raw inputs from the eval (else calibration) data, as files for the bundles' samples:
+    images as they are, tabular rows as .npy. Returns them and, when there are none, a warning."""
+    refused = "devices with the default update policy (updates.require_samples) refuse these bundles"
+    if n == 0:
+        return [], f"no samples (--samples 0): {refused}"
+    if data is None:
+        return [], f"no --eval or --calibration data to take samples from: {refused}"
+    files: list[Path] = []
+    if data.kind == "images":
+        for s in data.samples:
+            if len(files) >= n:
+                break
+            if s.path is None:
+                continue
+            try:
+                load_sample(s.path)
+            except EdgeError as exc:
+                log.info("not a sample: %s", exc)
+                continue
+            files.append(s.path)
+    elif preprocess.kind == "none":
+        work.mkdir(parents=True, exist_ok=True)
+        rows = [s.tensor for s in data.samples if s.tensor is not None][:n]
+        for i, row in enumerate(rows):
+            path = work / f"row-{i}.npy"
+            np.save(path, np.asarray(row), allow_pickle=False)
+            files.append(path)
+    else:
+        return [], (f"{data.source} holds preprocessed image tensors, not raw inputs a device can run as samples: "
+                    f"{refused}; pass --eval with an image directory")
+    if not files:
+        return [], f"no usable sample inputs in {data.source}: {refused}"
+    return files, None
 
 
 def _calibration_tensors(calib: InputSet, preprocess: Preprocess, spec: TensorSpec,

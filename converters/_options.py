@@ -36,6 +36,11 @@ class ConvertOptions(BaseModel):
     weights: Path | None = Field(default=None, description="PyTorch state_dict for a module:factory source")
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: int = Field(default=1, ge=1)
+    samples: int = Field(default=3, ge=0, le=100, description="sample inputs put into each bundle, taken from "
+                         "the eval data (else calibration): a device runs them as its health check")
+    expires: str | None = Field(default="365d", description="when devices start refusing the bundles: a duration "
+                                "(365d, 12w, 48h) or an ISO 8601 date/time; None: never (a device with the "
+                                "default update policy then refuses them)")
     max_drop: float = Field(default=1.0, ge=0.0, description="accuracy drop allowed, in points")
     prefer: Literal["latency", "size"] = "latency"
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"

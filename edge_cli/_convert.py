@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from converters import ConvertOptions, convert, parse_preprocess, parse_quantize, parse_shape
 from edge_cli._common import echo_json
+from edge_runtime import EdgeError, parse_expires
 
 __all__ = ["convert_cmd"]
 
@@ -53,6 +54,13 @@ def _parse(kind: str, fn: object, value: str | None, param: str) -> object:
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per variant.")
 @click.option("--name", help="Bundle name (default: from the source).")
 @click.option("--version", "version_", type=int, default=1, show_default=True, help="Bundle version.")
+@click.option("--samples", "samples", type=click.IntRange(min=0, max=100), default=3, show_default=True,
+              help="Inputs from the --eval data (else --calibration) put into each bundle as samples: the health "
+                   "check a device runs before switching. 0: none (the default device policy then refuses it).")
+@click.option("--expires", default="365d", show_default=True,
+              help="When devices start refusing the bundles (freeze protection): a duration from now (365d, 12w, "
+                   "48h), an ISO 8601 date/time (2027-06-01), or 'none' (the default device policy then refuses "
+                   "them).")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--overwrite", is_flag=True, help="Replace bundles that already exist in OUT.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
@@ -61,14 +69,21 @@ def convert_cmd(source: str, to: str, quantize: str, calibration: tuple[Path, ..
                 profile: str | None, input_shape: str | None, labels: Path | None, preprocess: str | None,
                 weights: Path | None, max_drop: float, prefer: str, calibration_method: str,
                 per_channel: bool | None, reduce_range: bool | None, io_dtype: str, precision: str,
-                backend: str | None, threads: int | None, runs: int, name: str | None, version_: int, out: Path,
-                overwrite: bool, progress: bool | None, as_json: bool) -> None:
+                backend: str | None, threads: int | None, runs: int, name: str | None, version_: int, samples: int,
+                expires: str, out: Path, overwrite: bool, progress: bool | None, as_json: bool) -> None:
     """Convert SOURCE to --to, quantize, measure every variant and recommend one.
 
     SOURCE is a .joblib/.pkl scikit-learn model, MODULE:FACTORY (with --weights), a TorchScript
     file, a torch.export .pt2, a .keras/.h5 file or SavedModel directory, or an .onnx/.tflite.
-    Writes one bundle per variant and report.md + report.json to OUT.
+    Writes one bundle per variant and report.md + report.json to OUT. Each bundle carries --samples
+    inputs and an --expires date, so that a device with the default update policy accepts it.
     """
+    expires_at: str | None = None
+    if expires.strip().lower() not in ("none", "never", ""):
+        try:
+            expires_at = parse_expires(expires)
+        except EdgeError as exc:
+            raise click.BadParameter(str(exc).removeprefix("expires "), param_hint="--expires") from None
     fields = {
         "to": to,
         "quantize": _parse("quantize", parse_quantize, quantize, "--quantize"),
@@ -91,11 +106,13 @@ def convert_cmd(source: str, to: str, quantize: str, calibration: tuple[Path, ..
         "latency_runs": runs,
         "name": name,
         "version": version_,
+        "samples": samples,
         "overwrite": overwrite,
         "progress": sys.stderr.isatty() if progress is None else progress,
     }
     try:
-        opts = ConvertOptions(**{k: v for k, v in fields.items() if v is not None})
+        # expires is passed even when None: "none" means no expiry, not the default
+        opts = ConvertOptions(**{k: v for k, v in fields.items() if v is not None}, expires=expires_at)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise click.UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
