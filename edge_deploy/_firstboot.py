@@ -127,14 +127,14 @@ def firstboot_script(payload: Payload) -> str:
             f"install -m {f.mode} -o {_q(f.owner)} -g {_q(f.group)} {edge}/{_q(f.card)} {_q(f.device)}"
             for f in payload.files
         ]
-    # The config and the secrets may hold credentials and every user can read the boot partition:
-    # only /etc/edge keeps them.
-    gone = [payload.config, *(f.card for f in payload.files if f.secret)]
-    lines.append("rm -f " + " ".join(f"{edge}/{_q(name)}" for name in gone))
     lines += [
         "systemctl restart --no-block edge-agent.service",
         f"systemctl disable {FIRSTBOOT_UNIT_NAME}",
     ]
+    # The config and the secrets may hold credentials and every user can read the boot partition:
+    # only /etc/edge keeps them. Last, so that a run that failed before here can be retried whole.
+    gone = [payload.config, *(f.card for f in payload.files if f.secret)]
+    lines.append("rm -f " + " ".join(f"{edge}/{_q(name)}" for name in gone))
     return "\n".join(lines) + "\n"
 
 
