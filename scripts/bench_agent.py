@@ -37,7 +37,10 @@ SHARED = ROOT.parent / "shared" / "data"
 
 from edge_device.client import CloudClient  # noqa: E402
 from edge_runtime import Model, generate_keypair, load_private_key, make_bundle  # noqa: E402
-from tests.agent._servers import ADMIN_TOKEN, CloudService, Mosquitto, env_with_project, toml_dumps  # noqa: E402
+from tests.support.agent import toml_dumps  # noqa: E402
+from tests.support.paths import env_with_project  # noqa: E402
+from tests.support.servers import Mosquitto  # noqa: E402
+from tests.support.service import ADMIN_TOKEN, CloudService  # noqa: E402
 
 MODEL = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"
 LABELS = SHARED / "labels" / "imagenet_labels.txt"

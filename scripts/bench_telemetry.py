@@ -34,8 +34,9 @@ from sqlalchemy import func, select  # noqa: E402
 
 from cloud_sync.db import make_engine, telemetry_records  # noqa: E402
 from edge_device.telemetry import Outbox, open_telemetry  # noqa: E402
-from tests.telemetry.fixtures import frame  # noqa: E402
-from tests.telemetry.servers import Mosquitto, SilentServer, wait_for  # noqa: E402
+from tests.support.net import wait_for  # noqa: E402
+from tests.support.servers import Mosquitto, SilentServer  # noqa: E402
+from tests.support.telemetry import frame  # noqa: E402
 
 CHUNK = 5000
 

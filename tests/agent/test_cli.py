@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 from edge_runtime import pack_bundle, safe_extract
-
-from ._servers import ROOT, env_with_project, wait_for
-from .conftest import agent_config, write_config
+from tests.support.agent import agent_config, write_config
+from tests.support.net import wait_for
+from tests.support.paths import ROOT, env_with_project
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_device.agent import AgentConfigError, load_config
-
-from ._servers import ROOT, env_with_project, toml_dumps
+from tests.support.agent import toml_dumps
+from tests.support.paths import ROOT, env_with_project
 
 BASE = {
     "device_id": "dev-1",

@@ -11,9 +11,9 @@ import pytest
 from edge_device.agent import StateStore, Updater, load_config, resolve_startup
 from edge_device.agent._startup import load_keys, model_options
 from edge_device.client import CloudClient
-
-from ._servers import CloudService, TcpProxy
-from .conftest import IMAGES, admin, agent_config, register, start_service
+from tests.support.agent import IMAGES, admin, agent_config, register, start_service
+from tests.support.servers import TcpProxy
+from tests.support.service import CloudService
 
 
 @pytest.fixture(scope="module")

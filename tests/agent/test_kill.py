@@ -27,9 +27,11 @@ import pytest
 
 from edge_device.agent import StateError, StateStore, load_config, resolve_startup
 from edge_runtime import load_image
-
-from ._servers import ROOT, CloudService, TcpProxy, env_with_project, wait_for
-from .conftest import IMAGES, admin, agent_config, register, start_service, write_config
+from tests.support.agent import IMAGES, admin, agent_config, register, start_service, write_config
+from tests.support.net import wait_for
+from tests.support.paths import ROOT, env_with_project
+from tests.support.servers import TcpProxy
+from tests.support.service import CloudService
 
 KILLS = 100
 SEED = 20240611

@@ -20,9 +20,10 @@ import pytest
 from edge_device.agent import Agent, BreakerConfig, CircuitBreaker, load_config
 from edge_runtime import load_image
 from edge_runtime.sources import Frame, Source
-
-from ._servers import CloudService, TcpProxy, wait_for
-from .conftest import IMAGES, ListSink, admin, agent_config, register, start_service
+from tests.support.agent import IMAGES, ListSink, admin, agent_config, register, start_service
+from tests.support.net import wait_for
+from tests.support.servers import TcpProxy
+from tests.support.service import CloudService
 
 CAT, SUNFLOWER = IMAGES / "cat.png", IMAGES / "sunflower.png"
 DEADLINE_MS = 700.0

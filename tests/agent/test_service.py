@@ -23,9 +23,11 @@ import pytest
 
 from edge_device.agent import SdNotifier
 from edge_device.telemetry import Outbox
-
-from ._servers import ROOT, Mosquitto, Subscriber, env_with_project, free_port, wait_for
-from .conftest import agent_config, write_config
+from tests.support.agent import agent_config, write_config
+from tests.support.mqtt import Subscriber
+from tests.support.net import free_port, wait_for
+from tests.support.paths import ROOT, env_with_project
+from tests.support.servers import Mosquitto
 
 
 class NotifySocket:

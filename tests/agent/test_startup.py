@@ -19,8 +19,7 @@ from edge_device.agent import (
     verify_startup,
 )
 from edge_runtime import load_image
-
-from .conftest import IMAGES, agent_config
+from tests.support.agent import IMAGES, agent_config
 
 
 def config(tmp_path: Path, keys, bundle: Path, **kw):

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from edge_device.agent import Agent, StateStore, load_config
-
-from ._servers import CloudService, Mosquitto, Subscriber, wait_for
-from .conftest import NAME, ListSink, admin, agent_config, expiring, register, start_service
+from tests.support.agent import NAME, ListSink, admin, agent_config, expiring, register, start_service
+from tests.support.mqtt import Subscriber
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto
+from tests.support.service import CloudService
 
 DEVICE = "upd-1"
 
@@ -63,7 +65,7 @@ def device(tmp_path_factory: pytest.TempPathFactory, keys, other_keys, release, 
     token = register(cloud, DEVICE, tmp)
     frames = tmp / "frames"
     frames.mkdir()
-    from .conftest import IMAGES
+    from tests.support.agent import IMAGES
 
     for p in [*sorted(IMAGES.glob("*.png")), *sorted((IMAGES / "leaves").iterdir())]:
         (frames / p.name).symlink_to(p)

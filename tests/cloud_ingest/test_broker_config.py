@@ -26,9 +26,10 @@ from cryptography.x509.oid import NameOID
 from cloud_sync import BrokerConfigError
 from cloud_sync.ingest import BrokerSpec, load_devices_file, write_broker_config
 from edge_device.telemetry import MqttConfig
-from tests.cloud_ingest.test_ingest import RawClient, message
-from tests.telemetry.fixtures import cloud_frames, frame
-from tests.telemetry.servers import Mosquitto, free_port, wait_for
+from tests.support.mqtt import RawClient
+from tests.support.net import free_port, wait_for
+from tests.support.servers import Mosquitto
+from tests.support.telemetry import cloud_frames, frame, message
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,63 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-import uuid
-from typing import Any
 
-import paho.mqtt.client as mqtt
 from sqlalchemy import func, select
 
 from cloud_sync.db import telemetry_devices, telemetry_messages, telemetry_records, telemetry_rejects
-from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
-from tests.telemetry.servers import Mosquitto, wait_for
-
-
-class RawClient:
-    """A plain paho client standing in for a device (or an attacker) that sends whatever it likes."""
-
-    def __init__(self, port: int, client_id: str = "", *, username: str | None = None,
-                 password: str | None = None, tls: dict[str, Any] | None = None) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-        if username:
-            self.client.username_pw_set(username, password)
-        if tls:
-            self.client.tls_set(**tls)
-        self.received: list[tuple[str, bytes]] = []
-        self.connack: Any = None
-        self._suback: dict[int, list[Any]] = {}
-        self.client.on_message = lambda c, u, m: self.received.append((m.topic, bytes(m.payload)))
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self._suback.__setitem__(mid, list(codes))
-        connected = threading.Event()
-
-        def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
-            self.connack = rc
-            connected.set()
-        self.client.on_connect = on_connect
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(10), "no CONNACK"
-
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
-        assert info.is_published()
-
-    def subscribe(self, topic: str) -> list[Any]:
-        _, mid = self.client.subscribe(topic, qos=1)
-        assert mid is not None
-        wait_for(lambda: mid in self._suback, 10, f"SUBACK for {topic}")
-        return self._suback[mid]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def message(device: str, seq: int, records: list[Any], kind: str = "telemetry", **over: Any) -> bytes:
-    body = {"schema": 1, "device_id": device, "seq": seq, "uuid": str(uuid.uuid4()), "kind": kind,
-            "created": "2026-01-01T00:00:00Z", "records": records, **over}
-    return json.dumps(body).encode()
+from tests.support.mqtt import RawClient
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto
+from tests.support.telemetry import cloud_frames, frame, message, wait_cloud_count
 
 
 def test_bad_payloads_are_kept_counted_and_never_block_the_good_ones(broker: Mosquitto, make_ingester) -> None:

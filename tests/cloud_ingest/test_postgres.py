@@ -7,9 +7,10 @@ import json
 from sqlalchemy import func, select, text
 
 from cloud_sync.db import make_engine, telemetry_metrics, telemetry_records, telemetry_rejects
-from tests.cloud_ingest.test_ingest import RawClient, message
-from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
-from tests.telemetry.servers import Mosquitto, wait_for
+from tests.support.mqtt import RawClient
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto
+from tests.support.telemetry import cloud_frames, frame, message, wait_cloud_count
 
 
 def fresh_database(pg, name: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
-from tests.telemetry.servers import Mosquitto, wait_for
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto
+from tests.support.telemetry import cloud_frames, frame, wait_cloud_count
 
 DEVICES = 3
 PER_DEVICE = 500

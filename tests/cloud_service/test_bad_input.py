@@ -18,8 +18,9 @@ import pytest
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from edge_runtime import load_private_key, pack_bundle, sign_bundle
-
-from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, run_service
+from tests.support.keys import Keys
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 
 class _Collect(logging.Handler):

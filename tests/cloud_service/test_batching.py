@@ -21,8 +21,9 @@ import edge_runtime
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
 from edge_runtime import load_private_key
-
-from .conftest import ADMIN_TOKEN, DATA, Keys, Running, run_service
+from tests.support.keys import Keys
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, Running, run_service
 
 RNG = np.random.default_rng(7)
 W = RNG.normal(size=(8, 5)).astype(np.float32)

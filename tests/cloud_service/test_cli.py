@@ -16,8 +16,10 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
-
-from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, Running, free_port, run_service
+from tests.support.keys import Keys
+from tests.support.net import free_port
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,8 +24,10 @@ from cloud_sync.ingest import IngestConfig, Ingester
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from edge_device.telemetry import MqttConfig
-
-from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
+from tests.support.data import MOBILENET_TOP1 as IMAGES
+from tests.support.keys import Keys
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -13,8 +13,9 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
-
-from .conftest import ADMIN_TOKEN, Keys, Running, free_port, run_service
+from tests.support.keys import Keys
+from tests.support.net import free_port
+from tests.support.service import ADMIN_TOKEN, Running, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
 

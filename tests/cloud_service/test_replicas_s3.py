@@ -13,8 +13,9 @@ import pytest
 from cloud_sync.service import ServiceSettings, StorageError
 from cloud_sync.service._storage import S3Store
 from edge_device.client import CloudClient, HTTPStatusError
-
-from .conftest import ADMIN_TOKEN, DATA, Keys, MakeSigned, NewDatabase, make_bucket, run_service
+from tests.support.keys import Keys
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, MakeSigned, NewDatabase, make_bucket, run_service
 
 
 def _settings(tmp: Path, db: str, endpoint: str, bucket: str, keys: Keys) -> ServiceSettings:

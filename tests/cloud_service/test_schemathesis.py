@@ -14,8 +14,8 @@ from schemathesis.checks import not_a_server_error
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
-
-from .conftest import ADMIN_TOKEN, Keys, MakeSigned, Running, run_service
+from tests.support.keys import Keys
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import pytest
 import edge_runtime
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
-
-from .conftest import ADMIN_TOKEN, DATA, IMAGES, Keys, MakeSigned, Running, run_service
+from tests.support.data import MOBILENET_TOP1 as IMAGES
+from tests.support.keys import Keys
+from tests.support.paths import SHARED as DATA
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

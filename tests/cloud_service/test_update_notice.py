@@ -13,8 +13,8 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
-
-from .conftest import ADMIN_TOKEN, Keys, MakeSigned, run_service
+from tests.support.keys import Keys
+from tests.support.service import ADMIN_TOKEN, MakeSigned, run_service
 
 
 def _drain(q: queue.Queue, want: int, timeout: float = 20) -> list[tuple[str, dict]]:

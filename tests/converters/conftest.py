@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.converters._helpers import REFERENCE_IMAGES
+from tests.support.data import REFERENCE_IMAGES
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import Result
 
 from edge_runtime import Model, open_bundle
-from tests.converters._helpers import REFERENCE_IMAGES
+from tests.support.data import REFERENCE_IMAGES
 
 
 def _edge_run_top1(edge_cli: Callable[..., Result], bundle: str, image: Path) -> str:

@@ -10,9 +10,9 @@ import torch
 
 from converters import ConversionError, ShapeError, SourceLoadError, UnsupportedModelError, convert
 from edge_runtime import Model
-from tests.converters._tiny import TinyCNN, tiny_cnn
+from tests.support.torch_models import TinyCNN, tiny_cnn
 
-FACTORY = "tests.converters._tiny:tiny_cnn"
+FACTORY = "tests.support.torch_models:tiny_cnn"
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,9 @@ def test_torch_export_program_to_tflite(trained: tuple[Path, TinyCNN, np.ndarray
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("factory", "message"), [
     ("no_such_pkg.models:build", "cannot import module 'no_such_pkg.models'"),
-    ("tests.converters._tiny:missing", "has no attribute 'missing'"),
-    ("tests.converters._tiny:needs_args", "cannot be called without arguments"),
-    ("tests.converters._tiny:not_callable", "not a callable factory"),
+    ("tests.support.torch_models:missing", "has no attribute 'missing'"),
+    ("tests.support.torch_models:needs_args", "cannot be called without arguments"),
+    ("tests.support.torch_models:not_callable", "not a callable factory"),
 ])
 def test_factory_errors(factory: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(SourceLoadError, match=message):
@@ -117,7 +117,7 @@ def test_factory_errors(factory: str, message: str, tmp_path: Path) -> None:
 def test_weights_that_do_not_match_the_module(trained: tuple[Path, TinyCNN, np.ndarray], tmp_path: Path) -> None:
     d, _, _ = trained
     with pytest.raises(SourceLoadError, match=r"does not match the module .*fc.weight \[4, 8\] vs \[10, 8\]"):
-        convert("tests.converters._tiny:tiny_cnn_10", tmp_path, to="onnx", weights=d / "tiny.pt",
+        convert("tests.support.torch_models:tiny_cnn_10", tmp_path, to="onnx", weights=d / "tiny.pt",
                 input_shape=[1, 3, 32, 32])
 
 

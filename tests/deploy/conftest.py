@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.deploy._images import Kind, PiImage, make_pi_image
+from tests.support.pi_images import Kind, PiImage, make_pi_image
 
 REQUIRED_TOOLS = ("sfdisk", "mkfs.vfat", "mkfs.ext4", "fsck.vfat", "mcopy", "mmd", "mdir")
 

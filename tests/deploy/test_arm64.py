@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy._roots import aarch64_site, debian_root_arm64, project_requirements
+from tests.support.debian_roots import aarch64_site, debian_root_arm64, project_requirements
 
 pytestmark = pytest.mark.slow
 

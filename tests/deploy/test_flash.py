@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_deploy import FlashRefusedError, FlashSystem, ImageError, check_target, flash_image
-from tests.deploy._cli import run_cli
+from tests.support.cli import run_cli
 
 MiB = 1024 * 1024
 

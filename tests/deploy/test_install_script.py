@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy._roots import debian_root_amd64, project_requirements, wheelhouse
+from tests.support.debian_roots import debian_root_amd64, project_requirements, wheelhouse
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts/install-on-pi.sh"
@@ -198,7 +198,7 @@ def test_a_prepared_bookworm_image_sets_itself_up(tmp_path, pi_image, edge_wheel
     """The first boot, replayed in a Debian root: firstrun.sh (the systemd.run= step), then the
     edge-firstboot.service step, each from the files prepare-image wrote to the boot partition."""
     from edge_deploy import DeviceSettings, prepare_image, read_ssh_keys, read_wifi
-    from tests.deploy._images import BOOKWORM_CMDLINE, extract_boot
+    from tests.support.pi_images import BOOKWORM_CMDLINE, extract_boot
 
     image = pi_image("bookworm")
     psk = tmp_path / "psk.txt"

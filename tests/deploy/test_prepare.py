@@ -24,8 +24,8 @@ from edge_deploy import (
     read_wifi,
 )
 from edge_runtime import open_bundle
-from tests.deploy._cli import run_cli
-from tests.deploy._images import BOOKWORM_CMDLINE, TRIXIE_CMDLINE, extract_boot, fsck_boot, region_sha256
+from tests.support.cli import run_cli
+from tests.support.pi_images import BOOKWORM_CMDLINE, TRIXIE_CMDLINE, extract_boot, fsck_boot, region_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOK = ("systemd.run=/boot/firmware/firstrun.sh systemd.run_success_action=reboot "

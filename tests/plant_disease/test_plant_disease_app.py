@@ -30,8 +30,9 @@ from PIL import Image
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from edge_runtime import Model, generate_keypair, load_public_key, open_bundle, pack_bundle
-from tests._data import ROOT, SHARED
-from tests.cloud_service.conftest import ADMIN_TOKEN, free_port, run_service
+from tests.support.net import free_port
+from tests.support.paths import ROOT, SHARED
+from tests.support.service import ADMIN_TOKEN, run_service
 
 EXAMPLE = ROOT / "examples" / "plant_disease"
 LEAVES = SHARED / "images" / "leaves"

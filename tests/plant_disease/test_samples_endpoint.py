@@ -14,8 +14,8 @@ from PIL import Image
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
-from tests._data import SHARED
-from tests.cloud_service.conftest import ADMIN_TOKEN, Running, run_service
+from tests.support.paths import SHARED
+from tests.support.service import ADMIN_TOKEN, Running, run_service
 
 LEAVES = SHARED / "images" / "leaves"
 

@@ -13,8 +13,8 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
-from tests._data import ROOT, SHARED
-from tests.cloud_service.conftest import ADMIN_TOKEN, Running, run_service
+from tests.support.paths import ROOT, SHARED
+from tests.support.service import ADMIN_TOKEN, Running, run_service
 
 sys.path.insert(0, str(ROOT / "examples" / "plant_disease"))
 

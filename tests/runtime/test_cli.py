@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._data import MOBILENET_REFERENCE, ROOT
+from tests.support.data import MOBILENET_REFERENCE
+from tests.support.paths import ROOT
 
 
 def edge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,8 @@ from edge_runtime import (
 )
 from edge_runtime._imaging import ImagePreprocessor
 from edge_runtime.backends import BACKENDS, backends_for
-from tests._data import MOBILENET_REFERENCE
-from tests._models import small_cnn_onnx, softmax_regression_onnx
+from tests.support.data import MOBILENET_REFERENCE
+from tests.support.models import small_cnn_onnx, softmax_regression_onnx
 
 
 def test_mobilenet_gives_every_reference_top1(mobilenet_bundle: Path, reference_images: dict[str, Path]) -> None:

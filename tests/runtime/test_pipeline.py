@@ -26,7 +26,8 @@ from edge_runtime.sources import (
     VideoFileSource,
     open_source,
 )
-from tests._data import MOBILENET_REFERENCE, ROOT
+from tests.support.data import MOBILENET_REFERENCE
+from tests.support.paths import ROOT
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
 

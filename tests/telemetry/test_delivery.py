@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from cloud_sync.db import telemetry_events, telemetry_metrics
 from edge_device.telemetry import MessageEnvelope, Outbox
-from tests.telemetry.fixtures import cloud_frames, frame, wait_cloud_count
-from tests.telemetry.servers import Mosquitto, SilentServer, free_port, wait_for
+from tests.support.net import free_port, wait_for
+from tests.support.servers import Mosquitto, SilentServer
+from tests.support.telemetry import cloud_frames, frame, wait_cloud_count
 
 ROOT = Path(__file__).resolve().parents[2]
 

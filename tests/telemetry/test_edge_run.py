@@ -12,8 +12,9 @@ from sqlalchemy import select
 
 from cloud_sync.db import telemetry_records
 from edge_device.telemetry import Outbox
-from tests._data import MOBILENET_REFERENCE
-from tests.telemetry.servers import Mosquitto, SilentServer, wait_for
+from tests.support.data import MOBILENET_REFERENCE
+from tests.support.net import wait_for
+from tests.support.servers import Mosquitto, SilentServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
