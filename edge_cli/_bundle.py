@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from edge_runtime import (
     EdgeError,
@@ -20,7 +22,7 @@ from edge_runtime import (
 
 from ._common import echo_json
 
-__all__ = ["bundle_cmd", "parse_floats", "parse_size"]
+__all__ = ["bundle_cmd", "detection_summary", "parse_floats", "parse_size"]
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
@@ -85,6 +87,28 @@ def _policy_note(samples: list[str], expires: str | None, signed: bool) -> None:
                    f"{', '.join(missing)} (see `edge agent example-config`, [updates])", err=True)
 
 
+def _detection_options(pre: Preprocess, post: Postprocess, **flags: Any) -> tuple[Preprocess, Postprocess]:
+    ctx = click.get_current_context()
+    given = {name for name in ("resize", "resize_mode", "interpolation", "mean", "std", "scale", "color")
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    pre_fields = {"size" if f == "resize" else f: getattr(pre, "size" if f == "resize" else f) for f in given}
+    names = {"conf": "score_threshold", "iou": "iou_threshold"}
+    post_fields: dict[str, Any] = {names.get(k, k): v for k, v in flags.items() if v is not None}
+    if post.labels is not None:
+        post_fields["labels"] = post.labels
+    return Preprocess(**pre_fields), Postprocess(**post_fields)
+
+
+def detection_summary(manifest: dict[str, Any], n_labels: int) -> str:
+    """One line saying how a detection bundle decodes its outputs (for `edge bundle` and `edge inspect`)."""
+    post, pre = manifest["postprocess"], manifest["preprocess"]
+    size = "x".join(str(v) for v in pre["size"]) if pre.get("size") else "model input size"
+    pad = f" pad {pre['pad_value']}" if pre["resize_mode"] == "letterbox" else ""
+    return (f"detection  head {post['head']}, boxes {post['box_format']} {post['box_units']}, "
+            f"conf {post['score_threshold']:g}, iou {post['iou_threshold']:g}, max {post['max_detections']}, "
+            f"{n_labels} labels; resize {pre['resize_mode']}{pad} to {size}, scale {pre['scale']:.6g}")
+
+
 @click.command("bundle")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
@@ -111,6 +135,19 @@ def _policy_note(samples: list[str], expires: str | None, signed: bool) -> None:
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--softmax", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="auto: apply softmax only when outputs are not already probabilities.")
+@click.option("--head", type=click.Choice(["ssd", "yolo", "yolov5"]),
+              help="Detection: layout of the outputs (default: read from their shapes and the model's metadata). "
+                   "ssd: boxes/classes/scores/count post-processed; yolo: raw [1,4+nc,N]; yolov5: raw [1,N,5+nc].")
+@click.option("--box-format", type=click.Choice(["xyxy", "yxyx", "cxcywh"]),
+              help="Detection: how the head gives a box (default per head: ssd yxyx, yolo cxcywh).")
+@click.option("--box-units", type=click.Choice(["normalized", "pixels"]),
+              help="Detection: boxes in 0-1 of the input or in input pixels (default: read from the model).")
+@click.option("--conf", type=click.FloatRange(0.0, 1.0),
+              help="Detection: drop detections scoring below this (default 0.25).")
+@click.option("--iou", type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Detection: NMS IoU threshold, per class (default 0.45).")
+@click.option("--max-detections", type=click.IntRange(min=1),
+              help="Detection: at most this many per frame (default 100).")
 @click.option("--sample", "sample_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Sample input (image, or .npy array for tabular models) a device runs as its health check "
                    "before switching; checked here (it must decode and run). Repeatable.")
@@ -124,7 +161,9 @@ def _policy_note(samples: list[str], expires: str | None, signed: bool) -> None:
 def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | None, version: int, task: str,
                resize: str | None, resize_mode: str, interpolation: str, mean: str | None, std: str | None,
                scale: float, color: str, layout: str | None, top_k: int, softmax: str, sample_files: tuple[Path, ...],
-               expires: str | None, sign_key: Path | None, force: bool, as_json: bool) -> None:
+               expires: str | None, sign_key: Path | None, force: bool, as_json: bool, head: str | None = None,
+               box_format: str | None = None, box_units: str | None = None, conf: float | None = None,
+               iou: float | None = None, max_detections: int | None = None) -> None:
     """Wrap a third-party .tflite or .onnx MODEL into a bundle.
 
     Inputs, outputs and quantization are read from the model; you give the labels and how images
@@ -157,6 +196,10 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
         scale=scale)
     post = Postprocess(top_k=top_k, softmax={"auto": "auto", "yes": True, "no": False}[softmax],
                        labels="labels.txt" if labels is not None else None)
+    if task == "detection":
+        # Only what the user said is kept as given; make_bundle reads the rest from the model.
+        pre, post = _detection_options(pre, post, head=head, box_format=box_format, box_units=box_units,
+                                       conf=conf, iou=iou, max_detections=max_detections)
     try:
         path = make_bundle(model, out, name=name, version=version, labels=labels, task=task, preprocess=pre,
                            postprocess=post, sample_files=sample_files, expires=expires_at,
@@ -175,5 +218,7 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
         click.echo(f"wrote {path}: {m.name} v{m.version} ({m.format}, {len(m.files)} files, "
                    f"{'signed' if key else 'unsigned'}, {len(m.samples)} sample(s) checked, "
                    f"expires {m.expires or 'never'})")
+        if m.task == "detection":
+            click.echo(detection_summary(m.model_dump(mode="json", by_alias=True), len(b.labels())))
     _policy_note(b.manifest.samples, b.manifest.expires, key is not None)
     b.close()

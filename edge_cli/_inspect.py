@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from edge_runtime import TensorSpec, describe_model, is_archive, manifest_summary, open_bundle
+from edge_runtime import ModelDescription, TensorSpec, describe_model, is_archive, manifest_summary, open_bundle
 
+from ._bundle import detection_summary
 from ._common import echo_json
 
 __all__ = ["inspect_cmd"]
@@ -54,6 +55,7 @@ def inspect_cmd(target: Path, as_json: bool, no_verify: bool) -> None:
             "described_by": d.library,
             "inputs": [t.model_dump() for t in d.inputs],
             "outputs": [t.model_dump() for t in d.outputs],
+            "detection": _detection_guess(d),
         }
     if as_json:
         echo_json(data)
@@ -65,6 +67,11 @@ def _print_text(data: dict[str, Any]) -> None:
     if data["kind"] == "model":
         click.echo(f"model   {data['path']}")
         click.echo(f"format  {data['format']}  ({data['size']:,} bytes, read with {data['described_by']})")
+        det = data.get("detection")
+        if det:
+            click.echo(f"detection  outputs fit head {det['head']} (edge bundle --task detection); "
+                       f"{det['metadata_labels']} labels in the model's metadata"
+                       + (f"; {det['metadata']}" if det["metadata"] else ""))
     else:
         m = data["manifest"]
         click.echo(f"bundle  {data['path']}")
@@ -82,6 +89,8 @@ def _print_text(data: dict[str, Any]) -> None:
                        f"mean {pre['mean']} std {pre['std']} scale {pre['scale']}")
         else:
             click.echo("preprocess  none (tabular rows)")
+        if m["task"] == "detection":
+            click.echo(detection_summary(m, data["labels"]))
         if m.get("source"):
             click.echo(f"source  {m['source']}")
         if m.get("metrics"):
@@ -90,6 +99,19 @@ def _print_text(data: dict[str, Any]) -> None:
         click.echo(f"{kind}:")
         for t in data[kind]:
             click.echo("  " + _tensor_line(TensorSpec.model_validate(t)))
+
+
+def _detection_guess(d: ModelDescription) -> dict[str, Any] | None:
+    """The detection head `edge bundle --task detection` would choose, and what the metadata says."""
+    from edge_runtime import guess_head, model_metadata
+
+    meta = model_metadata(d.path, d.format)
+    labels = meta.get("labels") or []
+    head = guess_head([o.shape for o in d.outputs], classes=len(labels) or None)
+    if head is None:
+        return None
+    return {"head": head, "metadata_labels": len(labels),
+            "metadata": {k: meta[k] for k in ("task", "imgsz", "stride", "author") if k in meta}}
 
 
 def _tensor_line(t: TensorSpec) -> str:

@@ -31,6 +31,10 @@ __all__ = ["run_cmd"]
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout even on a terminal.")
 @click.option("-r", "--recursive", is_flag=True, help="Also run on the images in the subfolders of a directory source.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Labels per record (default: the manifest's).")
+@click.option("--conf", type=click.FloatRange(0.0, 1.0),
+              help="Detection: drop detections scoring below this (default: the manifest's score_threshold).")
+@click.option("--iou", type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Detection: per-class NMS IoU threshold (default: the manifest's iou_threshold).")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N frames.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Force a backend (default: the device profile's order).")
@@ -64,7 +68,8 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
             backend: str | None, threads: int | None, profile: str | None, pubkey: tuple[Path, ...],
             workers: int | None, summary: bool, mqtt_url: str | None, device_id: str | None,
             outbox: Path | None, mqtt_username: str | None, mqtt_password_file: Path | None,
-            mqtt_ca: Path | None, mqtt_cert: Path | None, mqtt_key: Path | None, confirm: str) -> None:
+            mqtt_ca: Path | None, mqtt_cert: Path | None, mqtt_key: Path | None, confirm: str,
+            conf: float | None = None, iou: float | None = None) -> None:
     """Run BUNDLE on a source: one line per frame, one record per frame in every output.
 
     On a terminal each frame is a readable line (source, result, milliseconds) and the run ends
@@ -90,6 +95,10 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         model = Model.load(bundle, backend=backend, threads=threads, profile=profile, pubkey=keys)
     if top_k is not None:
         model.top_k = top_k
+    if conf is not None:
+        model.score_threshold = conf
+    if iou is not None:
+        model.iou_threshold = iou
     src = open_source(source, recursive=recursive)
     skipped = int(getattr(src, "skipped_dirs", 0))
     if skipped:

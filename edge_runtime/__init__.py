@@ -19,7 +19,7 @@ from ._bundle import (
     sign_bundle,
     write_bundle,
 )
-from ._detection import Geometry, box_iou, nms
+from ._detection import Geometry, box_iou, guess_head, nms
 from ._errors import (
     BackendError,
     BackendUnavailableError,
@@ -62,6 +62,7 @@ __all__ = [
     "EdgeError",
     "FileEntry",
     "Geometry",
+    "Geometry",
     "ImagePreprocessor",
     "InferenceError",
     "InputError",
@@ -97,12 +98,14 @@ __all__ = [
     "__version__",
     "bench_model",
     "box_iou",
+    "box_iou",
     "check_samples",
     "describe_model",
     "describe_validation_error",
     "error_record",
     "first_line",
     "generate_keypair",
+    "guess_head",
     "is_archive",
     "key_id",
     "load_image",
@@ -113,6 +116,8 @@ __all__ = [
     "make_record",
     "manifest_summary",
     "model_format",
+    "model_metadata",
+    "nms",
     "model_metadata",
     "nms",
     "open_bundle",
