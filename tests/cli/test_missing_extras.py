@@ -69,8 +69,12 @@ def test_cloud_serve_without_the_cloud_extra(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("verb", ["ingest", "broker-config"])
-def test_other_cloud_verbs_without_sqlalchemy(verb: str) -> None:
-    proc = edge_without("sqlalchemy", "cloud", verb)
+def test_other_cloud_verbs_without_sqlalchemy(verb: str, tmp_path: Path) -> None:
+    devices = tmp_path / "fleet.toml"
+    devices.write_text('[[devices]]\nid = "dev-1"\n')
+    args = {"ingest": ["--mqtt", "mqtt://127.0.0.1:9", "--db", f"sqlite:///{tmp_path / 't.db'}"],
+            "broker-config": ["--devices", str(devices), "-o", str(tmp_path / "broker")]}[verb]
+    proc = edge_without("sqlalchemy", "cloud", verb, *args)
     assert_one_error_line(proc, f"edge cloud {verb} needs sqlalchemy", "pip install 'edge-runtime[cloud]'")
 
 
@@ -88,8 +92,15 @@ def test_click_errors_print_lowercase_error() -> None:
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.lower().startswith("error")] == [
         "error: No such option '--no-such-option'."]
-    # Also under click's own runner (how other tests drive the group): a lazy command that cannot be
-    # found is a one-line error in the same style.
-    result = CliRunner().invoke(cli, ["no-such-verb"])
-    assert result.exit_code == 2
-    assert isinstance(cli, click.Group)
+    # Also under click's own runner (how other tests drive the group), errors of ours keep the style.
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0 and "--recursive" in result.output
+    from edge_cli._common import CliError
+
+    @click.command()
+    def failing() -> None:
+        raise CliError("it broke")
+
+    result = CliRunner().invoke(failing, [])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: it broke"
