@@ -6,6 +6,7 @@ OpenCV cannot list a network's input shapes, so the bundle manifest supplies the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,8 @@ from .._errors import BackendUnavailableError, InferenceError, InputError, Model
 from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OpenCVDnnBackend"]
+
+log = logging.getLogger(__name__)
 
 
 class OpenCVDnnBackend(Backend):
@@ -28,6 +31,10 @@ class OpenCVDnnBackend(Backend):
         self._net = net
         self._cv2 = cv2
         self.threads = options.threads
+        #: set by load(): OpenCV 5's new graph engine cannot run some models its classic engine can
+        #: (int8 QDQ pooling, e.g. a quantized YOLOv8), so run() may reload the model on the classic one
+        self._model_path: Path | None = None
+        self._classic = False
         self.inputs = [TensorInfo.from_spec(s) for s in options.inputs]
         if options.outputs:
             self.outputs = [TensorInfo.from_spec(s) for s in options.outputs]
@@ -55,7 +62,9 @@ class OpenCVDnnBackend(Backend):
             raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {first_line(exc, last=True)}") from exc
         if net.empty():
             raise ModelError(f"{model_path}: OpenCV DNN loaded an empty network")
-        return cls(net, cv2, options)
+        backend = cls(net, cv2, options)
+        backend._model_path = model_path
+        return backend
 
     @classmethod
     def raw(cls, model_path: Path, options: BackendOptions) -> RawCall:
@@ -86,9 +95,29 @@ class OpenCVDnnBackend(Backend):
                 self._net.setInput(np.ascontiguousarray(arr), info.name)
             outs = self._net.forward(self._out_names)
         except self._cv2.error as exc:
+            if self._use_classic_engine(exc):
+                return self.run(inputs)
             raise InferenceError(f"OpenCV DNN failed while running the model: {first_line(exc, last=True)}") from exc
         return [np.asarray(o) for o in outs]
 
+    def _use_classic_engine(self, exc: Exception) -> bool:
+        """Reload the model on OpenCV's classic engine after the default one failed to run it (once)."""
+        cv2 = self._cv2
+        engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+        if self._classic or engine is None or self._model_path is None:
+            return False
+        self._classic = True
+        log.warning("OpenCV DNN's default engine cannot run %s (%s); using its classic engine",
+                    self._model_path.name, first_line(exc, last=True))
+        try:
+            net = cv2.dnn.readNetFromONNX(str(self._model_path), engine=engine)
+            net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        except cv2.error as exc2:
+            log.warning("the classic engine cannot load it either: %s", first_line(exc2, last=True))
+            return False
+        self._net = net
+        return True
+
     def library_version(self) -> str:
         return f"opencv {self._cv2.__version__}"
-
