@@ -177,11 +177,11 @@ def open_outputs(specs: Sequence[str], *, human: bool, on_pipe_closed: Callable[
 
 
 def summary_lines(outputs: Sequence[CountedOutput]) -> list[str]:
-    """``wrote results.csv (CSV): 4 records, 1 error`` for every output but the terminal itself."""
+    """``wrote results.csv (CSV): 4 records, 1 error`` for every output but standard output."""
     lines = []
     for o in outputs:
-        if isinstance(o.sink, StdoutSink) and (o.sink.human or o.sink.closed_by_reader):
-            continue
+        if isinstance(o.sink, StdoutSink):
+            continue  # its reader has the records already; the summary is about what is left behind
         verb = "queued" if o.kind == "MQTT" else "wrote"
         lines.append(f"{verb} {o.where} ({o.kind}): {o.records} record{'s' if o.records != 1 else ''}, "
                      f"{o.errors} error{'s' if o.errors != 1 else ''}")
