@@ -16,10 +16,11 @@ from ._broker import (
     mosquitto_password_hash,
     write_broker_config,
 )
-from ._ingester import SUBSCRIPTIONS, IngestConfig, Ingester, IngestStats
+from ._ingester import ANNOUNCE_FILTER, SUBSCRIPTIONS, IngestConfig, Ingester, IngestStats, retire
 from ._parse import Parsed, Rejected, parse_message
 
 __all__ = [
+    "ANNOUNCE_FILTER",
     "SUBSCRIPTIONS",
     "BrokerFiles",
     "BrokerSpec",
@@ -32,5 +33,6 @@ __all__ = [
     "load_devices_file",
     "mosquitto_password_hash",
     "parse_message",
+    "retire",
     "write_broker_config",
 ]

@@ -24,6 +24,13 @@ Guarantees and why they hold:
   cannot be reached stops progress, and then nothing is acknowledged until it is back.
 * paho's message ids belong to one connection: each message remembers its connection's generation
   and is acknowledged only on that same connection (after a reconnect the broker resends it).
+* Devices know that an ingester serves them: after committing a device's first message on each
+  connection (its retained status comes first, at every subscribe), the ingester publishes a
+  retained :class:`~edge_device.telemetry.IngestAnnouncement` on ``edge/D/cmd/ingest``. Devices with
+  ``confirm="auto"`` then keep rows until this ingester confirms them, and delete at the broker's
+  PUBACK where no ingester announced itself (a plain broker). Stopping the ingester leaves the
+  announcements in place (devices keep their rows until it is back); :func:`retire` clears them and
+  the ingester's session when the service is removed for good.
 """
 
 from __future__ import annotations
@@ -45,8 +52,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from edge_device.telemetry import SCHEMA_VERSION, MqttConfig, TelemetryError, backoff_delay, create_client
-from edge_runtime import describe_validation_error, first_line
+from edge_device.telemetry import (
+    INGEST_ANNOUNCE_LEAF,
+    SCHEMA_VERSION,
+    IngestAnnouncement,
+    MqttConfig,
+    TelemetryError,
+    backoff_delay,
+    create_client,
+    topic_for,
+)
+from edge_runtime import describe_validation_error, first_line, utc_now
 
 from .._errors import DatabaseError, IngestError, PayloadError
 from ..db import (
@@ -65,11 +81,13 @@ if TYPE_CHECKING:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = ["IngestConfig", "IngestStats", "Ingester"]
+__all__ = ["ANNOUNCE_FILTER", "IngestConfig", "IngestStats", "Ingester", "retire"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("edge/+/telemetry", "edge/+/metrics", "edge/+/events", "edge/+/status")
+#: every device's retained announcement (read only by :func:`retire`)
+ANNOUNCE_FILTER = topic_for("+", INGEST_ANNOUNCE_LEAF)
 _TABLES = {"telemetry": telemetry_records, "metrics": telemetry_metrics, "events": telemetry_events}
 # The typed columns each row builder fills, in its order (the record tables' columns between
 # idx and record); checked here so a new column cannot silently shift the values.
@@ -92,7 +110,8 @@ class IngestConfig(BaseModel):
     share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     batch_max_messages: int = Field(500, ge=1, le=100_000)
-    #: publish confirmations on edge/D/cmd/ack after each commit (devices with confirm="cloud" need it)
+    #: publish confirmations on edge/D/cmd/ack after each commit, and announce on edge/D/cmd/ingest that
+    #: this ingester serves D (devices with confirm="auto" then wait for the confirmations)
     confirm: bool = True
 
     @field_validator("client_id")
@@ -109,6 +128,12 @@ class IngestConfig(BaseModel):
         except ValidationError as exc:
             raise IngestError(describe_validation_error(exc, "ingester settings")) from exc
 
+    @property
+    def service_name(self) -> str:
+        """The name in this ingester's announcements: the share group (one service of several
+        processes), else the client id."""
+        return self.share_group or self.client_id
+
 
 @dataclass(slots=True)
 class IngestStats:
@@ -119,6 +144,7 @@ class IngestStats:
     statuses: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     confirms_sent: int = 0
+    announcements: int = 0
     db_retries: int = 0
     connects: int = 0
     connected: bool = False
@@ -128,7 +154,8 @@ class IngestStats:
         return {"received": self.received, "messages": self.messages, "records": self.records,
                 "duplicates": self.duplicates, "statuses": self.statuses,
                 "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
-                "confirms_sent": self.confirms_sent, "db_retries": self.db_retries, "connects": self.connects,
+                "confirms_sent": self.confirms_sent, "announcements": self.announcements,
+                "db_retries": self.db_retries, "connects": self.connects,
                 "connected": self.connected, "last_error": self.last_error}
 
 
@@ -161,6 +188,9 @@ class Ingester:
         self._writer = threading.Thread(target=self._write_loop, name="edge-ingest-writer", daemon=True)
         self._rng = random.Random()
         self._logged_rejects = 0
+        # devices announced to on the current connection; replaced (not cleared) on each connect, so
+        # the writer thread never sees a set being emptied under it
+        self._announced: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -218,6 +248,9 @@ class Ingester:
         # Subscribe on every connect: a broker that lost its state (no persistence, crash before
         # its autosave) comes back without our subscriptions.
         client.subscribe([(prefix + t, 1) for t in SUBSCRIPTIONS])
+        # A broker that lost its state lost the retained announcements too: announce again (each
+        # device's retained status arrives with the subscription and triggers it).
+        self._announced = set()
         self.stats.connects += 1
         self.stats.connected = True
         log.info("ingest: connected (session present: %s)", flags.session_present)
@@ -272,6 +305,7 @@ class Ingester:
             return False
         self._ack([m for m, _ in items])
         self._confirm(confirms)
+        self._announce(items)
         return True
 
     def _parse(self, m: _Incoming) -> Parsed | Rejected:
@@ -476,4 +510,100 @@ class Ingester:
             self._client.publish(f"edge/{device_id}/cmd/ack", payload, qos=1)
             self.stats.confirms_sent += 1
 
+    def _announce(self, items: list[tuple[_Incoming, Parsed | Rejected]]) -> None:
+        """Tell each device seen in this batch, once per connection, that this ingester serves it.
 
+        Only after a commit: by then the subscriptions are in place, so a device that switches to
+        waiting for confirmations is one whose messages reach this ingester's session.
+        """
+        if not self.config.confirm or self._client is None:
+            return
+        announced = self._announced
+        for device_id in dict.fromkeys(p.device_id for _, p in items if isinstance(p, Parsed)):
+            if device_id in announced:
+                continue
+            payload = IngestAnnouncement.model_validate(
+                {"schema": SCHEMA_VERSION, "ingester": self.config.service_name, "ts": utc_now()})
+            self._client.publish(topic_for(device_id, INGEST_ANNOUNCE_LEAF),
+                                 payload.model_dump_json(by_alias=True), qos=1, retain=True)
+            announced.add(device_id)
+            self.stats.announcements += 1
+            log.debug("ingest: announced on %s", topic_for(device_id, INGEST_ANNOUNCE_LEAF))
+
+
+
+
+def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
+    """Remove an ingester for good: clear its announcements and drop its session on the broker.
+
+    Every retained announcement naming ``config.service_name`` is replaced by an empty retained
+    message, so its devices go back to deleting rows at the broker's PUBACK (and delete the messages
+    they were keeping for it: the broker has them). Then connecting with the ingester's client id and
+    a clean session makes the broker forget the session, which would otherwise queue messages for a
+    consumer that never comes back. Stop the ingester first: the broker lets one client use a client
+    id at a time. Returns the device ids whose announcement was cleared.
+    """
+    cfg = config.mqtt
+    try:
+        client = create_client(cfg, client_id=config.client_id, clean_session=True)
+    except TelemetryError as exc:
+        raise IngestError(str(exc)) from exc
+    found: dict[str, str] = {}
+    subacks: list[list[ReasonCode]] = []
+    connected = threading.Event()
+    synced = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(c: Client, u: Any, flags: ConnectFlags, reason: ReasonCode, p: Properties | None) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        connected.set()
+
+    def on_subscribe(c: Client, u: Any, mid: int, reasons: list[ReasonCode], p: Properties | None) -> None:
+        subacks.append(reasons)
+        if len(subacks) == 2:
+            synced.set()
+
+    def on_message(c: Client, u: Any, message: MQTTMessage) -> None:
+        if not message.retain or not message.payload:
+            return
+        try:
+            name = IngestAnnouncement.model_validate_json(message.payload).ingester
+        except ValidationError:
+            log.warning("ingest: ignoring an announcement this version cannot read on %s", message.topic)
+            return
+        found[message.topic] = name
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+    except OSError as exc:
+        raise IngestError(f"cannot connect to {cfg.safe_url}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not connected.wait(timeout) or refused:
+            raise IngestError(f"{cfg.safe_url} refused the connection: {refused[0] if refused else 'timed out'}")
+        # QoS 0: the broker writes the retained messages out while it handles the first SUBSCRIBE,
+        # so once the second SUBACK is in, every announcement has arrived.
+        client.subscribe(ANNOUNCE_FILTER, qos=0)
+        client.subscribe(ANNOUNCE_FILTER, qos=0)
+        if not synced.wait(timeout):
+            raise IngestError(f"{cfg.safe_url} did not answer the subscription to {ANNOUNCE_FILTER}")
+        if any(r.is_failure for reasons in subacks for r in reasons):
+            raise IngestError(f"the broker refused the subscription to {ANNOUNCE_FILTER}: the ingester's ACL "
+                              "must allow reading it (run `edge cloud broker-config` again)")
+        client.unsubscribe(ANNOUNCE_FILTER)
+        mine = sorted(t for t, name in found.items() if name == config.service_name)
+        infos = [client.publish(t, b"", qos=1, retain=True) for t in mine]
+        for info in infos:
+            info.wait_for_publish(timeout)
+            if not info.is_published():
+                raise IngestError(f"{cfg.safe_url} did not acknowledge clearing the announcements")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    cleared = [t.split("/")[1] for t in mine]
+    log.info("ingest: retired %s: cleared %d announcement(s), session dropped", config.service_name, len(cleared))
+    return cleared

@@ -7,15 +7,18 @@ telemetry's ``create_client`` (same broker, credentials and TLS) under the clien
 the registry is always asked and the bundle always verified.
 
 Home Assistant discovery: retained config messages on
-``<prefix>/sensor/<device>_<field>/config`` whose state topics are the device's own telemetry
-(``edge/<device>/telemetry``, ``edge/<device>/metrics``) and whose availability is its status
-topic, so no topic is added and nothing is published twice.
+``<prefix>/sensor/<node_id>/<field>/config`` (see :func:`discovery_messages`) whose state topics are
+the device's own telemetry (``edge/<device>/telemetry``, ``edge/<device>/metrics``) and whose
+availability is its status topic, so no topic is added and nothing is published twice.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,7 @@ from ._errors import AgentError
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, MQTTMessage
 
-__all__ = ["CommandClient", "UpdateNotice", "discovery_messages"]
+__all__ = ["CommandClient", "UpdateNotice", "discovery_messages", "ha_node_id"]
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +121,62 @@ class CommandClient:
         self._on_update(notice)
 
 
-def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_name: str) -> list[tuple[str, bytes]]:
-    """Home Assistant MQTT discovery configs (retained) for one device's sensors."""
+#: what Home Assistant accepts as a discovery topic's node_id and object_id
+_HA_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+#: the software named in every discovery config's ``origin`` (Home Assistant logs it with the config)
+ORIGIN_NAME = "edge-runtime"
+
+
+def ha_node_id(device_id: str) -> str:
+    """The device's part of its discovery topics and ids: the id itself when Home Assistant accepts
+    it, else the id with every other character turned into ``_`` plus a short hash of the real id,
+    so ``greenhouse.1`` and ``greenhouse_1`` stay two devices."""
+    if _HA_ID.match(device_id):
+        return device_id
+    digest = hashlib.sha256(device_id.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^a-zA-Z0-9_-]', '_', device_id)}_{digest}"
+
+
+def _entity_slug(text: str) -> str:
+    # Home Assistant's entity ids: lower case letters, digits and single underscores inside
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]", "_", text.lower())).strip("_")
+
+
+def _support_url() -> str | None:
+    """The project URL from the installed distribution's metadata, if it declares one."""
+    try:
+        meta = importlib.metadata.metadata(ORIGIN_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in meta.get_all("Project-URL") or []:
+        url = entry.split(",", 1)[-1].strip()
+        if url.startswith(("https://", "http://")):
+            return url
+    homes = [h for h in meta.get_all("Home-page") or [] if h.startswith(("https://", "http://"))]
+    return homes[0] if homes else None
+
+
+def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_name: str,
+                       support_url: str | None = None) -> list[tuple[str, bytes]]:
+    """Home Assistant MQTT discovery configs (retained) for one device's sensors.
+
+    Follows Home Assistant's current discovery schema: topics ``<prefix>/sensor/<object_id>/config``
+    whose object_id (``<node>_<field>``, see :func:`ha_node_id`) matches ``[a-zA-Z0-9_-]+``, a
+    ``unique_id`` per sensor, ``default_entity_id`` (``sensor.<slug>``; it replaced the deprecated
+    ``object_id`` option), ``origin`` (this software, its version, and its support URL when the
+    distribution declares one), the device block with ``identifiers``, and ``availability`` from
+    the retained ``edge/D/status`` (``online``/``offline``, the last will included).
+    """
     tele = topic_for(device_id, "telemetry")
     metrics = topic_for(device_id, "metrics")
+    node = ha_node_id(device_id)
     last = "(value_json.records | last)"
     device = {"identifiers": [f"edge_{device_id}"], "name": name or device_id, "manufacturer": "edge-runtime",
               "model": model_name, "sw_version": __version__}
+    origin = {"name": ORIGIN_NAME, "sw_version": __version__}
+    url = support_url or _support_url()
+    if url:
+        origin["support_url"] = url
     availability = [{"topic": topic_for(device_id, "status"), "value_template": "{{ value_json.state }}",
                      "payload_available": "online", "payload_not_available": "offline"}]
     sensors: list[dict[str, Any]] = [
@@ -141,11 +193,14 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
         {"field": "fps", "name": "Frame rate", "state_topic": metrics, "unit_of_measurement": "fps",
          "state_class": "measurement", "value_template": f"{{{{ {last}.fps }}}}"},
     ]
-    out = []
+    out: list[tuple[str, bytes]] = []
     for s in sensors:
         field = s.pop("field")
-        uid = f"edge_{device_id}_{field}".replace(".", "_").replace("-", "_")
-        config = {**s, "unique_id": uid, "object_id": uid, "device": device, "availability": availability,
-                  "availability_mode": "latest"}
-        out.append((f"{prefix}/sensor/{device_id}_{field}/config", json.dumps(config).encode()))
+        object_id = f"{node}_{field}"
+        # Ids as earlier versions made them for ids Home Assistant accepted, so an upgrade updates
+        # those entities in place instead of adding new ones.
+        uid = f"edge_{object_id}".replace("-", "_")
+        config = {**s, "unique_id": uid, "default_entity_id": f"sensor.{_entity_slug(uid)}",
+                  "device": device, "origin": origin, "availability": availability, "availability_mode": "latest"}
+        out.append((f"{prefix}/sensor/{object_id}/config", json.dumps(config).encode()))
     return out

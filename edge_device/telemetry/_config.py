@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from edge_runtime import describe_validation_error
 
@@ -164,19 +164,44 @@ class BatchConfig(_Model):
 class DeliveryConfig(_Model):
     """When a message leaves the outbox.
 
-    ``confirm="cloud"`` (default): rows stay until the ingester confirms the database commit on
-    ``edge/D/cmd/ack``; a message the broker acknowledged but lost (broker crash, full queue) is
-    sent again after ``confirm_timeout_s`` (doubling up to ``confirm_timeout_max_s``).
-    ``confirm="broker"``: rows go at the broker's PUBACK, for brokers without our ingester.
+    ``confirm`` says whose word deletes the rows of a message:
+
+    * ``"auto"`` (default): the ingester's, when one serves this device, else the broker's. An
+      ingester (``edge cloud ingest``) announces itself with a retained message on
+      ``edge/D/cmd/ingest``, which the device reads on every connection (it may read its own
+      ``cmd/`` topics). With the announcement, rows stay until the ingester confirms its database
+      commit on ``edge/D/cmd/ack``; without it (a plain broker feeding Home Assistant, Node-RED,
+      Telegraf), rows go at the broker's PUBACK, so telemetry flows and nothing is sent twice.
+      An ingester that is only down leaves its announcement on the broker: the device keeps its
+      rows (resending them) until the ingester is back and commits them, so nothing is lost however
+      long it is away. ``edge cloud ingest --retire`` clears the announcements; from then on the
+      devices delete at PUBACK, including the messages still waiting for a confirmation.
+      On each connection acknowledged rows wait until the retained announcement could have arrived
+      (the PUBACK of the ``online`` status, published right after subscribing, marks that point)
+      and, with none, ``announce_wait_s`` more: an ingester that is running but has never seen this
+      device announces itself as soon as it has the device's status.
+    * ``"ingester"``: always wait for the ingester's confirmation (the previous default; ``"cloud"``
+      is accepted for it).
+    * ``"broker"``: always delete at the broker's PUBACK.
+
+    A message the broker acknowledged but the ingester never confirmed (broker crash, full queue,
+    ingester down) is sent again after ``confirm_timeout_s``, doubling up to ``confirm_timeout_max_s``.
     ``window`` bounds the messages published but not yet confirmed: it is the device's flow control.
     It is larger than Mosquitto's default in-flight limit towards the ingester (20), so the broker
     always has the next messages queued while the ingester commits the previous ones.
     """
 
-    confirm: Literal["cloud", "broker"] = "cloud"
+    confirm: Literal["auto", "ingester", "broker"] = "auto"
     window: int = Field(32, ge=1, le=1000)
     confirm_timeout_s: float = Field(30.0, gt=0, le=86400)
     confirm_timeout_max_s: float = Field(600.0, gt=0, le=86400)
+    announce_wait_s: float = Field(5.0, ge=0, le=3600)
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _old_name(cls, v: object) -> object:
+        # "cloud" was the name of "ingester" before "auto" existed; configs written then still load.
+        return "ingester" if v == "cloud" else v
 
     @model_validator(mode="after")
     def _check(self) -> DeliveryConfig:

@@ -12,7 +12,15 @@ Per sealed message the thread keeps a small state machine::
       ▲                  │                   │
       └── connection lost┘                   └── no confirm by its deadline: back to QUEUED (resend)
 
-With ``confirm="broker"`` the PUBACK itself deletes the rows. ``window`` bounds SENT + AT_BROKER.
+Whose confirmation counts is the delivery mode: ``ingester`` (the arrow on ``edge/D/cmd/ack``) or
+``broker`` (AT_BROKER is the end: the PUBACK deletes the rows). ``confirm="auto"`` picks it per
+connection from the retained announcement on ``edge/D/cmd/ingest``: the device subscribes to it,
+then publishes its ``online`` status; the broker handles one client's packets in order and sends a
+retained message at QoS 0 while it handles the SUBSCRIBE, so by the status's PUBACK the
+announcement, if there is one, has arrived. With none, the device still waits ``announce_wait_s``
+for a running ingester that has not seen it yet (it announces on the device's first message).
+Until then the mode is unknown and acknowledged messages wait in AT_BROKER; when the mode turns out
+(or later becomes) ``broker``, every message in AT_BROKER is done. ``window`` bounds SENT + AT_BROKER.
 """
 
 from __future__ import annotations
@@ -36,7 +44,14 @@ from ._config import TelemetryConfig
 from ._errors import OutboxError, TelemetryConfigError
 from ._mqtt import backoff_delay, create_client, paho
 from ._outbox import Outbox, SealedMessage
-from ._schema import SCHEMA_VERSION, ConfirmMessage, topic_for, utc_now_iso
+from ._schema import (
+    INGEST_ANNOUNCE_LEAF,
+    SCHEMA_VERSION,
+    ConfirmMessage,
+    IngestAnnouncement,
+    topic_for,
+    utc_now_iso,
+)
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -48,6 +63,8 @@ __all__ = ["Publisher", "PublisherStats"]
 log = logging.getLogger(__name__)
 
 QUEUED, SENT, AT_BROKER = "queued", "sent", "at_broker"
+#: delivery modes: whose acknowledgement deletes a message's rows (None: not known yet)
+INGESTER, BROKER = "ingester", "broker"
 
 
 @dataclass(slots=True)
@@ -72,6 +89,10 @@ class PublisherStats:
     confirmed_messages: int = 0
     confirmed_records: int = 0
     unconfirmed: int = 0
+    #: ``ingester`` or ``broker`` (whose acknowledgement deletes rows), None until known
+    delivery_mode: str | None = None
+    #: the ingester that announced itself for this device, if any
+    ingester: str | None = None
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,6 +127,14 @@ class Publisher:
         self._confirms: list[int] = []
         self._status_topic = topic_for(self.device_id, "status")
         self._ack_topic = topic_for(self.device_id, "cmd/ack")
+        self._ingest_topic = topic_for(self.device_id, INGEST_ANNOUNCE_LEAF)
+        # confirm="auto": the announcement seen on this connection, and when the retained messages
+        # had all arrived (the PUBACK of the status with mid _sync_mid says so)
+        self._ingester: str | None = None
+        self._synced_at: float | None = None
+        self._sync_mid: int | None = None
+        self._mode: str | None = None
+        self._logged_mode: str | None = None
         # Extra retained-status fields (e.g. the running model), set from any thread and
         # published by this one, the only thread that touches the paho client.
         self._status_lock = threading.Lock()
@@ -261,10 +290,18 @@ class Publisher:
         for f in self._flights.values():
             if f.state == SENT:  # lost with the previous connection; resend
                 f.state, f.mid = QUEUED, None
-        if self.config.delivery.confirm == "cloud":
+        confirm = self.config.delivery.confirm
+        if confirm != BROKER:
             client.subscribe(self._ack_topic, qos=1)
+        self._ingester, self._synced_at, self._sync_mid = None, None, None
+        if confirm == "auto":
+            # QoS 0: the broker writes a retained QoS 0 message out while handling the SUBSCRIBE,
+            # never held back behind its in-flight limit, so it precedes the status's PUBACK.
+            client.subscribe(self._ingest_topic, qos=0)
         self._status_dirty.clear()
-        client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+        info = client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+        self._sync_mid = info.mid
+        self._update_mode()
         self.stats.connected = True
         self.stats.connects += 1
         self._metrics_now.set()  # report at once what happened while offline (drops, depth)
@@ -315,6 +352,9 @@ class Publisher:
         self._pubacks.append(mid)
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if message.topic == self._ingest_topic:
+            self._on_announcement(bytes(message.payload))
+            return
         try:
             confirm = ConfirmMessage.model_validate_json(message.payload)
         except ValidationError as exc:
@@ -325,6 +365,45 @@ class Publisher:
             log.warning("telemetry: ignoring a confirmation for device %s", confirm.device_id)
             return
         self._confirms.extend(confirm.seqs)
+
+    def _on_announcement(self, payload: bytes) -> None:
+        if not payload:  # an empty retained message: the ingester was retired
+            self._ingester = None
+        else:
+            # Any non-empty payload means an ingester serves this device, even one this version cannot
+            # parse (a newer schema): keeping rows a little longer is safe, deleting them is not.
+            try:
+                name = IngestAnnouncement.model_validate_json(payload).ingester
+            except ValidationError:
+                log.warning("telemetry: the announcement on %s is not one this version reads; "
+                            "waiting for ingester confirmations anyway", self._ingest_topic)
+                name = "?"
+            self._ingester = name
+        self._update_mode()
+
+    def _update_mode(self) -> None:
+        """Work out whose acknowledgement deletes rows now; log when that changes."""
+        confirm = self.config.delivery.confirm
+        if confirm != "auto":
+            mode: str | None = confirm
+        elif self._ingester is not None:
+            mode = INGESTER
+        else:
+            # A running ingester that has never seen this device announces itself within moments of
+            # its status: wait that long before settling for the broker's word.
+            wait = self.config.delivery.announce_wait_s
+            mode = BROKER if self._synced_at is not None and self._clock() >= self._synced_at + wait else None
+        if mode is not None and mode != self._logged_mode:
+            self._logged_mode = mode
+            if confirm == "auto" and mode == INGESTER:
+                log.info("telemetry: ingester %r serves %s: rows leave the outbox at its confirmation",
+                         self._ingester, self.device_id)
+            elif confirm == "auto":
+                log.info("telemetry: no ingester announced on %s: rows leave the outbox at the broker's "
+                         "PUBACK", self._ingest_topic)
+        self._mode = mode
+        self.stats.delivery_mode = mode
+        self.stats.ingester = self._ingester
 
     # ------------------------------------------------------------------ one turn of the loop
 
@@ -338,6 +417,8 @@ class Publisher:
             self._take_acks()  # PUBACKs that arrived before the loss still count
             self._drop_connection(f"{mqtt.error_string(rc)}" if rc else "disconnected by the broker")
             return
+        if self._mode is None:
+            self._update_mode()
         self._take_acks()
         if self._status_dirty.is_set():
             self._status_dirty.clear()
@@ -357,19 +438,25 @@ class Publisher:
         done: list[int] = []
         acks, self._pubacks = self._pubacks, []
         for mid in acks:
+            if mid == self._sync_mid:  # every retained message of this connection is in
+                self._sync_mid, self._synced_at = None, now
+                self._update_mode()
+                continue
             seq = self._mid_to_seq.pop(mid, None)
             flight = self._flights.get(seq) if seq is not None else None
             if flight is None or flight.state != SENT:
                 continue
             self.stats.broker_acked += 1
-            if delivery.confirm == "broker":
-                done.append(flight.seq)
-            else:
-                flight.state = AT_BROKER
-                timeout = min(delivery.confirm_timeout_max_s, delivery.confirm_timeout_s * 2 ** flight.attempts)
-                flight.deadline = now + timeout
+            flight.state = AT_BROKER
+            timeout = min(delivery.confirm_timeout_max_s, delivery.confirm_timeout_s * 2 ** flight.attempts)
+            flight.deadline = now + timeout
+        if self._mode == BROKER:
+            # Also the messages acknowledged before the mode was known, or while an ingester that
+            # has since been retired was still announced: the broker has them, that is delivery now.
+            done.extend(f.seq for f in self._flights.values() if f.state == AT_BROKER)
         confirms, self._confirms = self._confirms, []
-        done.extend(s for s in confirms if s in self._flights)
+        taken = set(done)
+        done.extend(s for s in dict.fromkeys(confirms) if s in self._flights and s not in taken)
         if done:
             removed = self.outbox.confirm(done)
             for seq in done:
@@ -381,6 +468,8 @@ class Publisher:
         self.stats.unconfirmed = len(self._flights)
 
     def _resend_due(self) -> None:
+        if self._mode != INGESTER:
+            return
         now = self._clock()
         for f in self._flights.values():
             if f.state == AT_BROKER and now >= f.deadline:

@@ -8,6 +8,9 @@ Every payload is a JSON object with a ``schema`` field. Topics for device ``D``:
   cloud drops duplicates on ``(device_id, seq)``.
 * ``edge/D/status``: a retained :class:`StatusMessage`, ``offline`` through the last will.
 * ``edge/D/cmd/ack``: a :class:`ConfirmMessage` from the ingester after its database commit.
+* ``edge/D/cmd/ingest``: a retained :class:`IngestAnnouncement` while an ingester serves the device
+  (an empty retained message clears it); devices with ``confirm="auto"`` wait for the ingester's
+  confirmations when it is there and delete at the broker's PUBACK when it is not.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from ._config import DEVICE_ID_PATTERN
 from ._errors import RecordError
 
 __all__ = [
+    "INGEST_ANNOUNCE_LEAF",
     "MAX_RECORDS_PER_MESSAGE",
     "SCHEMA_VERSION",
     "ConfirmMessage",
+    "IngestAnnouncement",
     "MessageEnvelope",
     "ModelRef",
     "StatusMessage",
@@ -41,6 +46,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 MAX_RECORDS_PER_MESSAGE = 50_000
 TOPIC_ROOT = "edge"
+#: the topic leaf (under ``edge/D/``) of the retained :class:`IngestAnnouncement`
+INGEST_ANNOUNCE_LEAF = "cmd/ingest"
 _SEQ_MAX = 2**63 - 1
 
 
@@ -153,3 +160,14 @@ class ConfirmMessage(_Wire):
             raise ValueError("seq out of range")
         return v
 
+
+class IngestAnnouncement(_Wire):
+    """Retained on ``edge/D/cmd/ingest`` by an ingester that commits D's messages and confirms them.
+
+    ``ingester`` names the ingestion service (its share group, else its client id), so that
+    ``edge cloud ingest --retire`` clears only its own announcements.
+    """
+
+    schema_: Literal[1] = Field(alias="schema")
+    ingester: str = Field(min_length=1, max_length=128)
+    ts: str | None = None

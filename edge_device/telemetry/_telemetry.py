@@ -185,7 +185,8 @@ class Telemetry:
             "dropped": {"total": stats.dropped_total, "by_kind": by_kind, "by_reason": dict(by_reason),
                         "detail": stats.dropped},
             "mqtt": {"connected": pub.connected, "connects": pub.connects, "disconnects": pub.disconnects,
-                     "published": pub.published, "resent": pub.resent},
+                     "published": pub.published, "resent": pub.resent,
+                     "delivery": pub.delivery_mode, "ingester": pub.ingester},
             "rejected_records": self.rejected,
         }
 
