@@ -212,9 +212,9 @@ def install_cmd(ctx: click.Context, bundle: Path, config_path: Path | None) -> N
     st = resolve_startup(cfg, keys=keys, store=store, readonly=True)
     running = (st.model.name, st.model.version, st.pointer)
     st.model.close()
-    events: list[str] = []
+    events: dict[str, dict[str, Any]] = {}
     upd = Updater(cfg, store, keys, model_options(cfg), client=None,
-                  emit=lambda name, **kw: events.append(name), activate=lambda m, p: m.close(),
+                  emit=lambda name, **kw: events.__setitem__(name, kw), activate=lambda m, p: m.close(),
                   running=lambda: running)
     try:
         upd.install(bundle)
@@ -227,4 +227,7 @@ def install_cmd(ctx: click.Context, bundle: Path, config_path: Path | None) -> N
     if pid is not None:
         os.kill(pid, signal.SIGHUP)
     cur = store.read_pointer("current")
-    click.echo(f"installed v{cur.version if cur else '?'}" + (f"; agent pid {pid} told to switch" if pid else ""))
+    checked = events.get("update_healthy", {}).get("samples")
+    click.echo(f"installed v{cur.version if cur else '?'}"
+               + (f" (health check passed on {checked} sample(s))" if checked else "")
+               + (f"; agent pid {pid} told to switch" if pid else ""))

@@ -344,7 +344,7 @@ class Updater:
                 self._mark_bad(m.version, f"health check failed: {exc}")
             self.store.remove_model(m.version)
             raise
-        self._emit("update_healthy", version=m.version)
+        self._emit("update_healthy", version=m.version, samples=len(m.samples))
         try:
             old = self._switch(m.version)
         except BaseException:

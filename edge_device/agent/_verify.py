@@ -195,6 +195,8 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
             if want is not None and pred.label != want:
                 raise UpdateRefused("health", f"version {m.version} answers {pred.label!r} on its sample {name}, "
                                     f"its manifest expects {want!r}", version=m.version)
+            log.info("health check: version %d answers %s on its sample %s", m.version,
+                     pred.values if pred.values is not None else f"{pred.label!r} ({pred.score:.3f})", name)
     except BaseException:
         model.close()
         raise
