@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Start-up cost of `edge run` on one image against a plain LiteRT script doing the same work.
+
+What a user waits for when running one file is mostly the process start: imports, bundle
+verification, profile detection, model load. Both commands run as subprocesses of this interpreter,
+interleaved (ABAB..., the order flipped every repetition so that drift on a shared machine falls on
+both), and each child's wall time and peak RSS (``os.wait4``'s rusage, that child only) are
+recorded. Medians and the ratios edge/plain are printed as a table and as JSON.
+
+    .venv/bin/python scripts/bench_startup.py --repeat 7
+    .venv/bin/python scripts/bench_startup.py --repeat 15 --json-out startup.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+MODEL = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+LABELS = SHARED / "labels" / "imagenet_labels.txt"
+IMAGE = SHARED / "images" / "cat.png"
+
+# The baseline: what someone writes by hand with LiteRT to classify one image (num_threads as the
+# edge run default on this machine would pick: one per core).
+PLAIN = '''\
+import os, sys
+import numpy as np
+from PIL import Image
+from ai_edge_litert.interpreter import Interpreter
+model, image, labels = sys.argv[1:4]
+it = Interpreter(model_path=model, num_threads=os.cpu_count())
+it.allocate_tensors()
+inp, out = it.get_input_details()[0], it.get_output_details()[0]
+img = Image.open(image).convert("RGB").resize((224, 224), Image.BILINEAR)
+it.set_tensor(inp["index"], np.asarray(img, dtype=np.uint8)[None])
+it.invoke()
+q = it.get_tensor(out["index"])[0]
+scale, zero = out["quantization"]
+names = open(labels).read().splitlines()
+print(names[int(q.argmax())], scale * (float(q.max()) - zero))
+'''
+
+
+def run_child(cmd: list[str], expect: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one run of ``cmd``; its stdout must contain ``expect``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+    if proc.returncode != 0 or expect.encode() not in out:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()}\n{out.decode()[:500]}")
+    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def make_bundle(dest: Path) -> Path:
+    """With `edge bundle`, in a child: this process must stay small, because a child's peak RSS
+    starts from its parent's at fork (Linux keeps the high-water mark across exec)."""
+    out = dest / "mobilenet"
+    subprocess.run([sys.executable, "-m", "edge_cli", "bundle", str(MODEL), "--labels", str(LABELS),
+                    "--name", "mobilenet_v2", "--version", "1", "-o", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each command (default 7)")
+    ap.add_argument("--image", type=Path, default=IMAGE)
+    ap.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        bundle = make_bundle(Path(tmp))
+        plain = Path(tmp) / "plain_litert.py"
+        plain.write_text(PLAIN)
+        commands = {
+            "edge run": ([sys.executable, "-m", "edge_cli", "run", str(bundle), "--source", str(args.image)],
+                         "Egyptian cat"),
+            "plain LiteRT": ([sys.executable, str(plain), str(MODEL), str(args.image), str(LABELS)],
+                             "Egyptian cat"),
+        }
+        for cmd, expect in commands.values():  # warm the page cache; not measured
+            run_child(cmd, expect)
+        samples: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "rss_mib": []} for k in commands}
+        names = list(commands)
+        for i in range(args.repeat):
+            for name in names if i % 2 == 0 else reversed(names):
+                wall, rss = run_child(*commands[name])
+                samples[name]["wall_s"].append(wall)
+                samples[name]["rss_mib"].append(rss)
+
+    med = {k: {m: statistics.median(v) for m, v in s.items()} for k, s in samples.items()}
+    edge, base = med["edge run"], med["plain LiteRT"]
+    result: dict[str, Any] = {
+        "repeat": args.repeat,
+        "image": str(args.image),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "median": {k: {m: round(x, 4) for m, x in v.items()} for k, v in med.items()},
+        "ratio": {"wall": round(edge["wall_s"] / base["wall_s"], 3),
+                  "rss": round(edge["rss_mib"] / base["rss_mib"], 3)},
+        "samples": {k: {m: [round(x, 4) for x in v] for m, v in s.items()} for k, s in samples.items()},
+    }
+    print(f"{'command':<14} {'wall s (median)':>16} {'peak RSS MiB (median)':>22}")
+    for name, m in med.items():
+        print(f"{name:<14} {m['wall_s']:>16.3f} {m['rss_mib']:>22.1f}")
+    print(f"{'edge / plain':<14} {result['ratio']['wall']:>15.2f}x {result['ratio']['rss']:>21.2f}x")
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
