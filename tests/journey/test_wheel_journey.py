@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,21 +25,16 @@ from typing import IO, Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
-MODEL = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"
-LABELS = SHARED / "labels" / "imagenet_labels.txt"
-IMAGES = SHARED / "images"
+from tests.support.data import IMAGENET_LABELS as LABELS
+from tests.support.data import IMAGES_DIR as IMAGES
+from tests.support.data import MOBILENET_MODEL as MODEL
+from tests.support.data import MOBILENET_TOP1, REFERENCE_IMAGES, ROOT
+from tests.support.net import free_port
+
 ADMIN_TOKEN = "journey-admin-token-0123456789abcdef"
 NAME = "mobilenet_v2"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
@@ -175,9 +169,13 @@ def test_the_installed_wheel_takes_a_model_from_the_desk_to_a_device(installed: 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve_log = work / "serve.log"
-    serve = inst.start(["cloud", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-                        str(work / "cloud"), "--trusted-key", str(public), "--log-level", "warning"],
-                       serve_log, env={"EDGE_ADMIN_TOKEN": ADMIN_TOKEN})
+    # The admin token in the service's config file, where an operator keeps it out of the process list.
+    cloud_toml = work / "cloud.toml"
+    cloud_toml.write_text(f'admin_token = "{ADMIN_TOKEN}"\n')
+    cloud_toml.chmod(0o600)
+    serve = inst.start(["cloud", "serve", "--config", str(cloud_toml), "--host", "127.0.0.1", "--port", str(port),
+                        "--data-dir", str(work / "cloud"), "--trusted-key", str(public), "--log-level", "warning"],
+                       serve_log)
     admin = {"EDGE_REGISTRY_URL": url, "EDGE_REGISTRY_TOKEN": ADMIN_TOKEN}
     with running(serve):
         wait_for(lambda: (r := get(url + "/v2/health/live")) is not None and r.status_code == 200, 120,
@@ -207,7 +205,7 @@ def test_the_installed_wheel_takes_a_model_from_the_desk_to_a_device(installed: 
         # -- the device agent ------------------------------------------------------------------------
         frames = work / "frames"
         frames.mkdir()
-        for name in ("cat.png", "grace_hopper.png", "sunflower.png", "potato_chips.png"):
+        for name in REFERENCE_IMAGES:
             shutil.copy(IMAGES / name, frames / name)
         http_port = free_port()
         records = work / "records.jsonl"
@@ -271,7 +269,7 @@ port = {http_port}
                              and str(r.get("source", "")).endswith("cat.png") and r.get("top_k")), None)
 
             cat = wait_for(cat_on_v2, 60, "v2 to classify cat.png", agent, agent_log)
-            assert cat["top_k"][0]["label"] == "Egyptian cat" and cat["path"] == "local"
+            assert cat["top_k"][0]["label"] == MOBILENET_TOP1["cat.png"] and cat["path"] == "local"
 
             agent.terminate()
             assert agent.wait(timeout=60) == 0, agent_log.read_text(errors="replace")[-3000:]
