@@ -230,7 +230,8 @@ class Router:
         try:
             outs = model.infer(tensors)
             t1 = time.perf_counter()
-            pred = model.postprocess(outs)
+            # the frame's size (the pipeline notes it when it decodes) maps detection boxes back onto it
+            pred = model.postprocess(outs, image_size=frame.meta.get("image_size"))
         except EdgeError as exc:
             # The model failed on a frame it was given ready: the model's fault, not the source's.
             if self.on_local is not None:

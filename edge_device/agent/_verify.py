@@ -146,11 +146,14 @@ def load_model(bundle: Bundle, opts: ModelOptions) -> Model:
 
 
 def prediction_ok(pred: Prediction) -> bool:
-    """A sane answer: finite numbers, and at least one label for a classifier."""
+    """A sane answer: finite numbers, at least one label for a classifier, a list for a detector."""
     if pred.values is not None:
         return bool(pred.values) and all(math.isfinite(v) for v in pred.values)
     if pred.scores is not None and not bool(np.all(np.isfinite(pred.scores))):
         return False
+    if pred.detections is not None:
+        # a detector that sees nothing in a frame answered: an empty list is a sane answer
+        return all(math.isfinite(d["score"]) for d in pred.detections)
     top = pred.top_k or []
     return bool(top) and all(math.isfinite(s) for _, s in top)
 
@@ -196,7 +199,7 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
                 raise UpdateRefused("health", f"version {m.version} answers {pred.label!r} on its sample {name}, "
                                     f"its manifest expects {want!r}", version=m.version)
             log.info("health check: version %d answers %s on its sample %s", m.version,
-                     pred.values if pred.values is not None else f"{pred.label!r} ({pred.score:.3f})", name)
+                     pred.values if pred.values is not None else f"{pred.label!r} ({pred.score or 0.0:.3f})", name)
     except BaseException:
         model.close()
         raise

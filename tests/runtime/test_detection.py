@@ -284,3 +284,23 @@ def test_geometry_of_squash_and_center_crop_and_clipping() -> None:
     # boxes reaching outside the frame (into the letterbox border) are clipped to it
     lb = ImagePreprocessor(Preprocess(resize_mode="letterbox"), _spec(200, 200)).geometry(1000, 500)
     assert lb.to_source(np.array([[-10, 0, 210, 200]], float)).tolist() == [[0.0, 0.0, 1000.0, 500.0]]
+
+
+
+def test_the_agent_health_check_passes_a_detector(shared_data: Path, tmp_path: Path) -> None:
+    """A detection bundle with samples passes a device's health check, a sample with nothing in it too."""
+    from PIL import Image
+
+    from edge_device.agent import ModelOptions, health_check
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (320, 240), (90, 90, 90)).save(blank)
+    model = detection_dir(shared_data) / "models" / "yolov8n_full_integer_quant.tflite"
+    kite = detection_dir(shared_data) / "images" / "kite_and_cold.jpg"
+    path = make_bundle(model, tmp_path / "b", task="detection", sample_files=[kite, blank])
+    bundle = open_bundle(path)
+    try:
+        loaded = health_check(bundle, ModelOptions(threads=1))
+        loaded.close()
+    finally:
+        bundle.close()
