@@ -130,6 +130,8 @@ def make_bundle(
     post = postprocess if isinstance(postprocess, Postprocess) else Postprocess(**(postprocess or {}))
     if task == "detection":
         pre, post, labels = detection_settings(model_file, desc, inputs, pre, post, labels)
+    if task == "detection":
+        pre, post, labels = detection_settings(model_file, desc, inputs, pre, post, labels)
     quant = quantization or _guess_quantization(desc)
     fields: dict[str, Any] = {
         "name": name or Path(model_file).stem.replace(" ", "_"),
@@ -164,6 +166,7 @@ def _guess_quantization(desc: ModelDescription) -> str:
     if any(t.dtype == "float16" for t in desc.inputs):
         return "fp16"
     return "none"
+
 
 # -- detection: what the model says about its head, labels and preprocessing --------------------
 
