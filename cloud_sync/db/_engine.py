@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .._errors import DatabaseError
-from ._tables import metadata
+from ._migrate import upgrade
 
 __all__ = ["make_engine", "normalize_url"]
 
@@ -28,7 +28,8 @@ def normalize_url(url: str) -> URL:
 
 
 def make_engine(url: str, *, create_tables: bool = True) -> Engine:
-    """An engine for ``url`` with the telemetry tables created.
+    """An engine for ``url``; with ``create_tables`` the schema (every cloud table) is migrated to
+    the newest revision first (``upgrade``), as the service and the ingester do when they start.
 
     SQLite gets WAL with ``synchronous=FULL``: the ingester acknowledges a message to the broker
     after the commit, so the commit must survive a power cut (``NORMAL`` in WAL mode may not).
@@ -62,8 +63,8 @@ def make_engine(url: str, *, create_tables: bool = True) -> Engine:
             cur.close()
     if create_tables:
         try:
-            metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot reach or prepare {parsed.render_as_string()}: "
-                                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
+            upgrade(engine)
+        except DatabaseError:
+            engine.dispose()
+            raise
     return engine

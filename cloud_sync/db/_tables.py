@@ -1,4 +1,5 @@
-"""The telemetry tables. Strings a device controls are ``Text`` (no length to overflow)."""
+"""The one ``metadata`` of every cloud table, and the telemetry tables in it. Strings a device
+controls are ``Text`` (no length to overflow)."""
 
 from __future__ import annotations
 

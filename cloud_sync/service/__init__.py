@@ -21,9 +21,11 @@ from ._errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from ._settings import ServiceSettings
+from ._settings import CONFIG_ENV, ENV_PREFIX, ServiceSettings, legacy_env_names
 
 __all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
     "BadRequestError",
     "ConflictError",
     "ForbiddenError",
@@ -39,4 +41,5 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "create_app",
     "create_app_from_env",
+    "legacy_env_names",
 ]

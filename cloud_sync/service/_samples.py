@@ -12,86 +12,45 @@ Admins list samples (``GET /api/v1/samples``) and fetch their images
 (``GET /api/v1/samples/{id}/image``) to build the next training set.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import logging
 import tempfile
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, Response
+from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    UniqueConstraint,
-    insert,
-    select,
-)
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from edge_runtime import MAX_IMAGE_PIXELS
 
-from . import _schemas as S
-from ._db import utcnow
+from ._db import samples, utcnow
 from ._errors import (
     BadRequestError,
     NotFoundError,
-    PayloadTooLargeError,
     StorageError,
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from ._http import content_type, read_limited
 from ._imagein import replay_request
 from ._registry import _iso
+from ._storage import BlobStore
 
-if TYPE_CHECKING:
-    from ._app import Service
-
-# No "from __future__ import annotations" here: FastAPI reads the route signatures' annotations,
-# and the auth dependencies they name are imported inside sample_routes (the app module imports
-# this one), so they must be evaluated where the routes are defined.
-
-__all__ = ["MAX_METADATA_BYTES", "SampleOut", "sample_routes", "samples"]
+__all__ = ["MAX_METADATA_BYTES", "SampleOut", "SampleStore", "parse_metadata", "parse_sample_form"]
 
 log = logging.getLogger(__name__)
 
 #: bound on the JSON metadata of one sample
 MAX_METADATA_BYTES = 16 * 1024
 _FORMATS = {"JPEG": ("image/jpeg", ".jpg"), "PNG": ("image/png", ".png")}
-
-sample_metadata = MetaData()
-samples = Table(
-    "fleet_samples",
-    sample_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("device_id", String(64), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("content_type", String(32), nullable=False),
-    Column("width", Integer, nullable=False),
-    Column("height", Integer, nullable=False),
-    Column("storage_key", String(512), nullable=False),
-    Column("meta", JSON, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False, default=utcnow),
-    # One row per device and content: a resent sample (lost acknowledgement) is the same sample.
-    UniqueConstraint("device_id", "sha256", name="uq_fleet_samples_device_sha256"),
-)
 
 
 class SampleOut(BaseModel):
@@ -113,7 +72,7 @@ def _row(r: Any, duplicate: bool = False) -> dict[str, Any]:
             "received_at": _iso(r.received_at), "metadata": r.meta or {}, "duplicate": duplicate}
 
 
-async def _form(request: Request, body: bytes) -> tuple[bytes, str | None]:
+async def parse_sample_form(request: Request, body: bytes) -> tuple[bytes, str | None]:
     """The ``image`` file and the ``metadata`` text of an already size-checked multipart body."""
     replay = replay_request(request, body)
     try:
@@ -131,7 +90,7 @@ async def _form(request: Request, body: bytes) -> tuple[bytes, str | None]:
         raise BadRequestError(f"multipart body cannot be parsed: {exc}", code="bad_multipart") from exc
 
 
-def _metadata(text: str | None) -> dict[str, Any]:
+def parse_metadata(text: str | None) -> dict[str, Any]:
     if text is None or not text.strip():
         return {}
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
@@ -168,8 +127,9 @@ def _inspect(data: bytes) -> tuple[str, str, int, int]:
 class SampleStore:
     """Rows in ``fleet_samples``, images in the service's object store."""
 
-    def __init__(self, svc: "Service") -> None:
-        self.svc = svc
+    def __init__(self, engine: Engine, store: BlobStore) -> None:
+        self.engine = engine
+        self.store = store
 
     def add(self, device_id: str, data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         ctype, suffix, w, h = _inspect(data)
@@ -181,9 +141,9 @@ class SampleStore:
         with tempfile.TemporaryDirectory(prefix="edge-sample-") as tmp:
             path = Path(tmp) / f"sample{suffix}"
             path.write_bytes(data)
-            self.svc.store.put_file(key, path)
+            self.store.put_file(key, path)
         try:
-            with self.svc.engine.begin() as conn:
+            with self.engine.begin() as conn:
                 conn.execute(insert(samples).values(
                     device_id=device_id, sha256=digest, size=len(data), content_type=ctype, width=w, height=h,
                     storage_key=key, meta=meta, received_at=utcnow()))
@@ -200,7 +160,7 @@ class SampleStore:
 
     def _find(self, device_id: str, digest: str) -> Any:
         try:
-            with self.svc.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 return conn.execute(select(samples).where(samples.c.device_id == device_id,
                                                           samples.c.sha256 == digest)).first()
         except SQLAlchemyError as exc:
@@ -211,69 +171,18 @@ class SampleStore:
         if device_id is not None:
             q = q.where(samples.c.device_id == device_id)
         try:
-            with self.svc.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 return [_row(r) for r in conn.execute(q)]
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {exc.__class__.__name__}") from exc
 
     def image(self, sample_id: int) -> tuple[bytes, str]:
         try:
-            with self.svc.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 r = conn.execute(select(samples).where(samples.c.id == sample_id)).first()
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {exc.__class__.__name__}") from exc
         if r is None:
             raise NotFoundError(f"no sample {sample_id}", code="unknown_sample")
-        data = b"".join(self.svc.store.iter_range(r.storage_key, 0, r.size - 1))
+        data = b"".join(self.store.iter_range(r.storage_key, 0, r.size - 1))
         return data, r.content_type
-
-
-def sample_routes(app: FastAPI, svc: "Service") -> None:
-    """Create the table (if missing) and add the routes; called by ``create_app``."""
-    from ._app import ERRORS, Admin, Device
-
-    try:
-        sample_metadata.create_all(svc.engine)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"cannot prepare the samples table: {exc.__class__.__name__}") from exc
-    store = SampleStore(svc)
-    tag: list[str | Enum] = ["samples"]
-    body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary", "description": "JPEG or PNG"},
-            "metadata": {"type": "string", "description": "a JSON object (at most 16 KiB)"}}}}}}}
-
-    @app.post("/api/v1/device/samples", status_code=201, tags=tag, response_model=SampleOut,
-              responses={**ERRORS, 200: {"model": SampleOut, "description": "already stored (a resend)"},
-                         413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
-              openapi_extra=body)
-    async def upload_sample(request: Request, me: Device) -> Any:
-        """Store an image the device was unsure about, with what it knew (multipart: `image`,
-        `metadata`). 201 for a new sample, 200 with `duplicate: true` for bytes already stored."""
-        assert me.device_id is not None
-        if content_type(request) != "multipart/form-data":
-            raise UnsupportedMediaTypeError("send a multipart/form-data body with fields 'image' and 'metadata'")
-        limit = svc.settings.max_image_bytes
-        raw = await read_limited(request, limit + MAX_METADATA_BYTES + 64 * 1024, "sample upload")
-        data, text = await _form(request, raw)
-        if not data:
-            raise BadRequestError("the image is empty (0 bytes)", code="empty_image")
-        if len(data) > limit:
-            raise PayloadTooLargeError(f"the image is larger than the limit of {limit} bytes")
-        meta = _metadata(text)
-        rec, created = await run_in_threadpool(store.add, me.device_id, data, meta)
-        return JSONResponse(rec, status_code=201 if created else 200)
-
-    @app.get("/api/v1/samples", tags=tag, response_model=list[SampleOut], responses=ERRORS)
-    def list_samples(_: Admin, device_id: Annotated[str | None, Query(max_length=64)] = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[dict[str, Any]]:
-        """Samples in arrival order (page with `after` = the last id seen), optionally of one device."""
-        return store.page(device_id, limit, after)
-
-    @app.get("/api/v1/samples/{sample_id}/image", tags=tag, response_class=Response,
-             responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-    def sample_image(sample_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)], _: Admin) -> Response:
-        """The sample's image, byte for byte as the device sent it."""
-        data, ctype = store.image(sample_id)
-        return Response(data, media_type=ctype)

@@ -1,4 +1,7 @@
-"""Service configuration: pydantic data read from TOML, overridable by ``EDGE_*`` variables.
+"""Service configuration: pydantic data read from TOML, overridable by ``EDGE_CLOUD_*`` variables.
+
+The prefix is the cloud side's own: the device's settings are ``EDGE_*`` (agent.toml overrides,
+``EDGE_MQTT_PASSWORD``...), and a machine that runs both must not give one's value to the other.
 
 The embedded default needs no setting at all (a SQLite file and a bundle directory under
 ``./edge-cloud``); production sets ``database_url`` to PostgreSQL and ``storage = "s3"``.
@@ -8,20 +11,26 @@ Validators only check values: reading files (trusted keys) happens when the serv
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-__all__ = ["ServiceSettings"]
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "ServiceSettings", "legacy_env_names"]
+
+#: every setting ``x`` is overridden by ``EDGE_CLOUD_X``
+ENV_PREFIX = "EDGE_CLOUD_"
+#: the TOML file ``create_app_from_env`` reads (``edge cloud serve --workers N`` sets it for its workers)
+CONFIG_ENV = "EDGE_CLOUD_CONFIG"
 
 
 class ServiceSettings(BaseSettings):
-    """Everything ``edge cloud serve`` can be told. ``EDGE_DATABASE_URL`` overrides
-    ``database_url`` and so on; lists take JSON (``EDGE_TRUSTED_KEYS='["a.pub"]'``)."""
+    """Everything ``edge cloud serve`` can be told. ``EDGE_CLOUD_DATABASE_URL`` overrides
+    ``database_url`` and so on; lists take JSON (``EDGE_CLOUD_TRUSTED_KEYS='["a.pub"]'``)."""
 
-    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     # -- storage ---------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("edge-cloud"), description="home of the embedded defaults")
@@ -114,16 +123,25 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Explicit arguments first, then EDGE_* variables, then the TOML file (if any).
+        # Explicit arguments first, then EDGE_CLOUD_* variables, then the TOML file (if any).
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
     @classmethod
     def from_toml(cls, path: str | Path | None, **overrides: Any) -> ServiceSettings:
-        """Read ``path`` (a TOML file with the settings at top level), then apply EDGE_* variables."""
+        """Read ``path`` (a TOML file with the settings at top level), then apply EDGE_CLOUD_* variables."""
         if path is None:
             return cls(**overrides)
         sub = type("_TomlServiceSettings", (cls,), {
-            "model_config": SettingsConfigDict(env_prefix="EDGE_", extra="forbid", toml_file=str(path)),
+            "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", toml_file=str(path)),
         })
         settings: ServiceSettings = sub(**overrides)
         return settings
+
+
+def legacy_env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables set under the service's old ``EDGE_`` names (``EDGE_ADMIN_TOKEN``...), which it no
+    longer reads, each with its new name, so ``edge cloud serve`` can say so instead of silently
+    running without them."""
+    old = {f"EDGE_{name.upper()}": f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields}
+    old["EDGE_SERVICE_CONFIG"] = CONFIG_ENV
+    return {name: old[name] for name in sorted(old) if name in environ}

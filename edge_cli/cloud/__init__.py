@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("edge_cli.cloud._ingest:ingest_cmd", "Write devices' MQTT telemetry into the database."),
     "broker-config": ("edge_cli.cloud._broker_config:broker_config_cmd",
                       "Write a Mosquitto config, password file and ACL for a fleet."),
+    "db": ("edge_cli.cloud._db:db_group", "Migrate the cloud database (upgrade) or show its revision."),
 }
 
 

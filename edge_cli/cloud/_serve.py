@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @click.command("serve")
 @click.option("-c", "--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML file with the service settings (EDGE_* variables override it).")
+              help="TOML file with the service settings (EDGE_CLOUD_* variables override it).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
@@ -33,12 +33,14 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
               database_url: str | None, trusted_keys: tuple[str, ...], log_level: str) -> None:
     """Start the cloud service: registry, online inference, devices, dashboard at /.
 
-    The admin token comes from the config file or EDGE_ADMIN_TOKEN (never from the command line,
-    where other users could read it in the process list).
+    The admin token comes from the config file or EDGE_CLOUD_ADMIN_TOKEN (never from the command
+    line, where other users could read it in the process list). Every setting X can be overridden
+    by EDGE_CLOUD_X; EDGE_* without CLOUD_ is the device's. The database schema is migrated to the
+    newest revision at start-up (see `edge cloud db`).
     """
     import uvicorn
 
-    from cloud_sync.service import ServiceSettings
+    from cloud_sync.service import CONFIG_ENV, ENV_PREFIX, ServiceSettings, legacy_env_names
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:
@@ -47,10 +49,13 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
         overrides["database_url"] = database_url
     if trusted_keys:
         overrides["trusted_keys"] = [Path(k) for k in trusted_keys]
+    for old, new in legacy_env_names(os.environ).items():
+        click.echo(f"warning: {old} is set but the service reads {new} (EDGE_* without CLOUD_ is the "
+                   "device's)", err=True)
     settings = ServiceSettings.from_toml(config, **overrides)
     if settings.admin_hash is None:
-        click.echo("warning: no admin token configured (admin_token or EDGE_ADMIN_TOKEN); admin endpoints "
-                   "will refuse every call", err=True)
+        click.echo(f"warning: no admin token configured (admin_token or {ENV_PREFIX}ADMIN_TOKEN); admin "
+                   "endpoints will refuse every call", err=True)
     if not settings.trusted_keys:
         click.echo("warning: no trusted keys configured; the registry will refuse every upload", err=True)
     click.echo(f"edge cloud service on http://{host}:{port}  (dashboard /, API docs /docs)", err=True)
@@ -61,9 +66,9 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
         return
     # Several processes: each builds its own app from the same file and variables (inherited).
     if config is not None:
-        os.environ["EDGE_SERVICE_CONFIG"] = str(config.resolve())
+        os.environ[CONFIG_ENV] = str(config.resolve())
     for key, value in overrides.items():
-        os.environ[f"EDGE_{key.upper()}"] = (json.dumps([str(k) for k in value]) if key == "trusted_keys"
-                                             else str(value))
+        os.environ[f"{ENV_PREFIX}{key.upper()}"] = (json.dumps([str(k) for k in value])
+                                                    if key == "trusted_keys" else str(value))
     uvicorn.run("cloud_sync.service:create_app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level)

@@ -90,7 +90,7 @@ def _serve(tmp_path: Path, keys: Keys, *extra: str) -> tuple[subprocess.Popen[st
     port = free_port()
     cfg = tmp_path / "cloud.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_CLOUD_ADMIN_TOKEN": ADMIN_TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "cloud", "serve", "--config", str(cfg),
                              "--port", str(port), "--log-level", "warning", *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,1 @@
+"""Migration scripts, oldest first (``NNNN_slug.py``); Alembic loads them by path, not by import."""

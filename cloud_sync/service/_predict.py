@@ -1,0 +1,58 @@
+"""Online prediction on a loaded model, apart from HTTP: a request's batch split to fit the
+model's batch dimension, and image classification with the device's own pre/postprocessing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from ._errors import BadRequestError, UnprocessableError
+from ._imagein import decode_image
+from ._inference import LoadedModel
+
+__all__ = ["classify_image", "run_items"]
+
+
+async def run_items(lm: LoadedModel, tensors: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """Send a request's batch to the batcher: whole when the model's batch is dynamic, else item by
+    item (a fixed-batch-1 model), and join the answers back along the batch axis."""
+    first = lm.model.manifest.inputs[0].shape
+    fixed = first[0] if first else -1
+    if fixed == -1 or fixed == batch:
+        return await lm.infer(tensors)
+    if fixed != 1:
+        raise BadRequestError(f"{lm.name} takes a batch of exactly {fixed}, got {batch}", code="bad_shape")
+    parts = await asyncio.gather(*(lm.infer([t[i:i + 1] for t in tensors]) for i in range(batch)))
+    return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+
+
+async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, Any]:
+    """The top-k labels of an encoded image, with the record's latency breakdown and path."""
+    model = lm.model
+    if model.manifest.preprocess.kind != "image":
+        raise UnprocessableError(f"{lm.name} takes {model.manifest.task} rows, not images; use /infer",
+                                 code="not_an_image_model")
+    t0 = time.perf_counter()
+    image = await run_in_threadpool(decode_image, data)
+    tensors = await run_in_threadpool(model.preprocess, image)
+    t1 = time.perf_counter()
+    outs = await lm.infer(tensors)
+    t2 = time.perf_counter()
+    pred = model.postprocess(outs)
+    top: list[dict[str, Any]] | None = None
+    if pred.scores is not None:
+        scores = pred.scores
+        k = min(top_k, scores.size)
+        idx = np.argsort(-scores, kind="stable")[:k]
+        labels = model.labels
+        top = [{"label": labels[i] if i < len(labels) else str(int(i)), "score": round(float(scores[i]), 6),
+                "index": int(i)} for i in idx]
+    t3 = time.perf_counter()
+    return {"model": {"name": lm.name, "version": lm.version}, "top_k": top, "values": pred.values,
+            "latency_ms": {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
+                           "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)},
+            "backend": model.backend_name, "path": "cloud"}
