@@ -130,8 +130,6 @@ def make_bundle(
     post = postprocess if isinstance(postprocess, Postprocess) else Postprocess(**(postprocess or {}))
     if task == "detection":
         pre, post, labels = detection_settings(model_file, desc, inputs, pre, post, labels)
-    if task == "detection":
-        pre, post, labels = detection_settings(model_file, desc, inputs, pre, post, labels)
     quant = quantization or _guess_quantization(desc)
     fields: dict[str, Any] = {
         "name": name or Path(model_file).stem.replace(" ", "_"),
