@@ -14,6 +14,7 @@ from ._bundle import (
     manifest_summary,
     open_bundle,
     pack_bundle,
+    prescan_tar,
     safe_extract,
     sha256_file,
     sign_bundle,
@@ -41,7 +42,16 @@ from ._errors import (
 )
 from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, load_image
 from ._make import ModelDescription, describe_model, make_bundle, model_format, model_metadata
-from ._manifest import FileEntry, Manifest, Postprocess, Preprocess, Quantization, TensorSpec
+from ._manifest import (
+    MAX_INPUT_SIDE,
+    MAX_VERSION,
+    FileEntry,
+    Manifest,
+    Postprocess,
+    Preprocess,
+    Quantization,
+    TensorSpec,
+)
 from ._model import Model, Prediction
 from ._pipeline import Pipeline, PipelineStats, Predictor
 from ._record import Detection, Latency, ModelRef, Record, ScoredLabel, error_record, make_record, utc_now
@@ -52,6 +62,8 @@ from ._version import __version__
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
+    "MAX_INPUT_SIDE",
+    "MAX_VERSION",
     "SAMPLE_IMAGE_SUFFIXES",
     "BackendError",
     "BackendUnavailableError",
@@ -120,6 +132,7 @@ __all__ = [
     "open_sink",
     "pack_bundle",
     "parse_expires",
+    "prescan_tar",
     "safe_extract",
     "sha256_file",
     "sign_bundle",

@@ -16,6 +16,7 @@ import shutil
 import tarfile
 import tempfile
 import weakref
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "is_archive",
     "open_bundle",
     "pack_bundle",
+    "prescan_tar",
     "safe_extract",
     "sha256_file",
     "sign_bundle",
@@ -45,6 +47,11 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # Defaults sized for edge models; a caller with bigger bundles passes its own limit.
 MAX_ARCHIVE_BYTES = 2 * 1024**3
 MAX_ARCHIVE_MEMBERS = 10_000
+#: PAX and GNU long-name/long-link headers hold names and a few attributes; tarfile reads them whole
+#: into memory, so one that declares hundreds of MiB must be refused before tarfile sees it
+MAX_EXTENDED_HEADER = 64 * 1024
+#: JSON nesting a manifest may use (a real one uses 4); deeper input makes json.loads recurse to a crash
+MAX_MANIFEST_DEPTH = 32
 
 
 def sha256_file(path: Path) -> str:
@@ -182,25 +189,30 @@ def _load(
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{origin}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
     raw = mpath.read_bytes()
-    manifest = parse_manifest(raw, where=f"{origin}/{MANIFEST}")
     sig_path = root / SIGNATURE
     signature = sig_path.read_bytes() if sig_path.is_file() else None
     signed_by = None
+    # The signature covers the raw bytes: check it before parsing, so that with a trusted key nothing
+    # an attacker wrote reaches the JSON parser or the manifest model.
     if pubkey is not None or require_signature:
         if pubkey is None:
             raise SignatureError(f"{origin}: a signature is required but no public key was given to check it")
         if signature is None:
             raise SignatureError(f"{origin}: is not signed ({SIGNATURE} missing) but a trusted key was given")
         signed_by = verify_bytes(pubkey, raw, signature, what=f"{origin}/{SIGNATURE}")
+    manifest = parse_manifest(raw, where=f"{origin}/{MANIFEST}")
     if verify_hashes:
         verify_files(root, manifest, origin=origin)
     return Bundle(root, manifest, raw, signature, origin=origin, signed_by=signed_by, tmpdir=tmpdir)
 
 
 def parse_manifest(raw: bytes, *, where: str) -> Manifest:
+    depth = _json_depth(raw)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise ManifestError(f"{where}: JSON nested {depth} levels deep; a manifest uses at most {MAX_MANIFEST_DEPTH}")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{where}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: must be a JSON object")
@@ -211,6 +223,28 @@ def parse_manifest(raw: bytes, *, where: str) -> Manifest:
         loc = ".".join(str(x) for x in first["loc"]) or "(root)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ManifestError(f"{where}: {loc}: {first['msg']}{more}") from exc
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text, strings skipped, without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def verify_files(root: Path, manifest: Manifest, *, origin: Path) -> None:
@@ -241,6 +275,7 @@ def safe_extract(
     Every entry is checked before anything is written, so a hostile archive writes nothing.
     """
     a, d = Path(archive), Path(dest).resolve()
+    prescan_tar(a, max_members=max_members)
     try:
         tf = tarfile.open(a, "r:gz")  # noqa: SIM115 - closed by the `with` below, after the error mapping
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -261,6 +296,54 @@ def safe_extract(
                     shutil.copyfileobj(src, out, 1 << 20)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise BundleError(f"{a}: archive is corrupt or truncated ({exc})") from exc
+
+
+def prescan_tar(archive: str | Path, *, max_members: int = MAX_ARCHIVE_MEMBERS,
+                max_extended: int = MAX_EXTENDED_HEADER) -> None:
+    """Walk a .tar.gz's raw 512-byte headers and refuse oversized PAX / GNU long-name headers.
+
+    tarfile reads an extended header's whole payload into memory before it yields the member, so a
+    few MB of gzip declaring a 700 MiB PAX header cost GiBs before any of our checks ran. Here only the
+    header blocks are looked at (the data is streamed past in 1 MiB reads), in constant memory.
+    """
+    a = Path(archive)
+    try:
+        with gzip.open(a, "rb") as gz:
+            members = 0
+            while True:
+                block = gz.read(512)
+                if len(block) < 512:
+                    return  # truncated: tarfile reports it with its own words
+                if block == b"\0" * 512:
+                    return
+                size = _tar_size(block[124:136])
+                kind = block[156:157]
+                if kind in (b"x", b"g", b"L", b"K") and size > max_extended:
+                    what = {b"x": "PAX", b"g": "global PAX", b"L": "GNU long-name", b"K": "GNU long-link"}[kind]
+                    raise UnsafeArchiveError(f"{a}: a {what} header declares {size} bytes "
+                                             f"(at most {max_extended} are allowed); refused before reading it")
+                if kind not in (b"x", b"g", b"L", b"K"):
+                    members += 1
+                    if members > max_members:
+                        raise UnsafeArchiveError(f"{a}: more than {max_members} entries")
+                remaining = (size + 511) // 512 * 512
+                while remaining:
+                    chunk = gz.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{a}: not a readable .tar.gz ({exc})") from exc
+
+
+def _tar_size(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256 for sizes over 8 GiB
+        return int.from_bytes(field[1:], "big") if field[:1] == b"\x80" else -1
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError as exc:
+        raise UnsafeArchiveError(f"malformed tar header size field {field!r}") from exc
 
 
 def _checked_members(

@@ -61,6 +61,11 @@ class ImagePreprocessor:
         else:
             c, h, w = shape[1], shape[2], shape[3]
         if pre.size is not None:
+            if h > 0 and w > 0 and (int(pre.size[0]), int(pre.size[1])) != (int(w), int(h)):
+                # Checked before anything is allocated: a manifest's size, signed or not, must not
+                # decide how much memory one frame takes when the model fixes its input.
+                raise InputError(f"preprocess size {pre.size[0]}x{pre.size[1]} disagrees with input {spec.name!r}, "
+                                 f"whose size is fixed at {w}x{h}")
             w, h = pre.size
         if h <= 0 or w <= 0:
             raise InputError(f"input {spec.name!r} has a dynamic size {shape}; set preprocess size (--resize WxH)")

@@ -11,6 +11,8 @@ from ._detection import BOX_DEFAULTS, BoxFormat, BoxUnits, Head, head_problem, s
 
 __all__ = [
     "MANIFEST_SCHEMA",
+    "MAX_INPUT_SIDE",
+    "MAX_VERSION",
     "FileEntry",
     "Manifest",
     "Postprocess",
@@ -25,6 +27,12 @@ Layout = Literal["NHWC", "NCHW", "NC", "other"]
 Task = Literal["classification", "detection", "regression", "tabular"]
 ModelFormat = Literal["tflite", "onnx"]
 ResizeMode = Literal["squash", "letterbox", "center-crop"]
+
+#: the highest bundle version: stored as a signed 32-bit integer on devices and in the registry
+MAX_VERSION = 2**31 - 1
+#: the largest side a preprocessing resize may ask for; a model input bigger than this is no edge model,
+#: and an unbounded size lets a signed but hostile manifest exhaust a device's memory in one frame
+MAX_INPUT_SIDE = 8192
 Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
 
 
@@ -87,6 +95,8 @@ class Preprocess(_Strict):
                 raise ValueError(f"preprocess.{field} must have 1 or 3 values, got {len(v)}")
         if self.size is not None and (self.size[0] <= 0 or self.size[1] <= 0):
             raise ValueError("preprocess.size must be positive")
+        if self.size is not None and max(self.size) > MAX_INPUT_SIDE:
+            raise ValueError(f"preprocess.size {self.size[0]}x{self.size[1]} is larger than {MAX_INPUT_SIDE} on a side")
         return self
 
 
@@ -141,7 +151,8 @@ class Manifest(_Strict):
 
     schema_: int = Field(default=MANIFEST_SCHEMA, alias="schema")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    version: int = Field(ge=1)
+    #: 1 to 2**31-1: a signed 32-bit integer everywhere it is stored (device state, registry, URLs)
+    version: int = Field(ge=1, le=MAX_VERSION)
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     expires: str | None = None
     task: Task = "classification"

@@ -44,13 +44,35 @@ def generate_keypair(out_dir: str | Path, *, overwrite: bool = False) -> tuple[P
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # O_EXCL|0600 so the private key is never readable by others, not even for an instant.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(priv_path, flags, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(priv_pem)
-    pub_path.write_bytes(pub_pem)
+    _write_new(priv_path, priv_pem, 0o600)
+    _write_new(pub_path, pub_pem, 0o644)
     return priv_path, pub_path
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a fresh file created with ``mode``, then rename it over ``path``.
+
+    Opening the destination itself would keep an old file's looser mode (a 0644 private key stays 0644)
+    and follow a symlink planted at the key path; a new file made with O_EXCL|O_NOFOLLOW in the same
+    folder, renamed into place, replaces whatever was there (link included) and is never readable by
+    others, not even for an instant.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise KeyFileError(f"{tmp}: cannot create key file ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask may have narrowed it; never widened
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KeyFileError(f"{path}: cannot write key file ({exc.strerror})") from exc
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
