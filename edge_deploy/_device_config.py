@@ -178,13 +178,16 @@ def device_config(
     # The agent's own model decides, as `edge agent check-config` would on the device. EDGE_*
     # variables of this computer are not the device's: none apply. Imported here so that the
     # installer's `from edge_deploy import install_plan` on the device stays light.
-    from edge_device.agent import AgentConfigError, load_config
+    from edge_device.agent import AgentConfig, AgentConfigError, load_config
 
     try:
         load_config(data=doc, environ={})
     except AgentConfigError as exc:
         problems = str(exc).removeprefix("agent config: ").removeprefix("invalid agent config: ")
         raise DeployInputError(f"{config}: invalid agent config for the device: {problems}") from exc
+    # Sections in the order the agent documents them ([model] added for --bundle lands near the top).
+    order = list(AgentConfig.model_fields)
+    doc = {k: doc[k] for k in sorted(doc, key=order.index)}
 
     text = _toml(doc)
     if tomllib.loads(text) != doc:
