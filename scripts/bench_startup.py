@@ -5,7 +5,13 @@ What a user waits for when running one file is mostly the process start: imports
 verification, profile detection, model load. Both commands run as subprocesses of this interpreter,
 interleaved (ABAB..., the order flipped every repetition so that drift on a shared machine falls on
 both), and each child's wall time and peak RSS (``os.wait4``'s rusage, that child only) are
-recorded. Medians and the ratios edge/plain are printed as a table and as JSON.
+recorded, with its CPU time (user + sys: steadier than wall time on a busy machine). Medians and
+the ratios edge/plain are printed as a table and as JSON.
+
+Bytecode: an installed package has its ``.pyc`` files, a checkout run with PYTHONDONTWRITEBYTECODE
+compiles every project module on every start (tens of milliseconds). By default the children
+write and reuse bytecode under a temporary PYTHONPYCACHEPREFIX (the installed case, and nothing
+lands in the checkout); ``--no-bytecode`` measures the uncached case.
 
     .venv/bin/python scripts/bench_startup.py --repeat 7
     .venv/bin/python scripts/bench_startup.py --repeat 15 --json-out startup.json
@@ -51,17 +57,18 @@ print(names[int(q.argmax())], scale * (float(q.max()) - zero))
 '''
 
 
-def run_child(cmd: list[str], expect: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one run of ``cmd``; its stdout must contain ``expect``."""
+def run_child(cmd: list[str], expect: str, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one run of ``cmd``; its stdout must contain
+    ``expect``."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
     if proc.returncode != 0 or expect.encode() not in out:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()}\n{out.decode()[:500]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def make_bundle(dest: Path) -> Path:
@@ -79,9 +86,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=7, help="runs of each command (default 7)")
     ap.add_argument("--image", type=Path, default=IMAGE)
     ap.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    ap.add_argument("--no-bytecode", action="store_true", help="children compile every module (no .pyc)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        env = dict(os.environ)
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            env.pop("PYTHONPYCACHEPREFIX", None)
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         bundle = make_bundle(Path(tmp))
         plain = Path(tmp) / "plain_litert.py"
         plain.write_text(PLAIN)
@@ -91,14 +106,16 @@ def main() -> int:
             "plain LiteRT": ([sys.executable, str(plain), str(MODEL), str(args.image), str(LABELS)],
                              "Egyptian cat"),
         }
-        for cmd, expect in commands.values():  # warm the page cache; not measured
-            run_child(cmd, expect)
-        samples: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "rss_mib": []} for k in commands}
+        for cmd, expect in commands.values():  # warm the page cache (and write bytecode); not measured
+            run_child(cmd, expect, env)
+        samples: dict[str, dict[str, list[float]]] = {
+            k: {"wall_s": [], "cpu_s": [], "rss_mib": []} for k in commands}
         names = list(commands)
         for i in range(args.repeat):
             for name in names if i % 2 == 0 else reversed(names):
-                wall, rss = run_child(*commands[name])
+                wall, cpu, rss = run_child(*commands[name], env)
                 samples[name]["wall_s"].append(wall)
+                samples[name]["cpu_s"].append(cpu)
                 samples[name]["rss_mib"].append(rss)
 
     med = {k: {m: statistics.median(v) for m, v in s.items()} for k, s in samples.items()}
@@ -108,15 +125,19 @@ def main() -> int:
         "image": str(args.image),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
+        "bytecode": not args.no_bytecode,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "median": {k: {m: round(x, 4) for m, x in v.items()} for k, v in med.items()},
         "ratio": {"wall": round(edge["wall_s"] / base["wall_s"], 3),
+                  "cpu": round(edge["cpu_s"] / base["cpu_s"], 3),
                   "rss": round(edge["rss_mib"] / base["rss_mib"], 3)},
         "samples": {k: {m: [round(x, 4) for x in v] for m, v in s.items()} for k, s in samples.items()},
     }
-    print(f"{'command':<14} {'wall s (median)':>16} {'peak RSS MiB (median)':>22}")
+    r = result["ratio"]
+    print(f"{'command':<14} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13}   (medians of {args.repeat})")
     for name, m in med.items():
-        print(f"{name:<14} {m['wall_s']:>16.3f} {m['rss_mib']:>22.1f}")
-    print(f"{'edge / plain':<14} {result['ratio']['wall']:>15.2f}x {result['ratio']['rss']:>21.2f}x")
+        print(f"{name:<14} {m['wall_s']:>8.3f} {m['cpu_s']:>8.3f} {m['rss_mib']:>13.1f}")
+    print(f"{'edge / plain':<14} {r['wall']:>7.2f}x {r['cpu']:>7.2f}x {r['rss']:>12.2f}x")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
