@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,6 +38,9 @@ _ENV_QUIET = {
 # Python loggers of those libraries: they log INFO/WARNING lines nobody running `edge` asked for.
 _LIBRARY_LOGGERS = ("absl", "tensorflow", "h5py", "jax", "torch", "onnxruntime", "numexpr", "PIL")
 
+# Python warnings raised inside these packages (deprecations, "this op is slow") are theirs to fix.
+_WARNING_MODULES = r"(tensorflow|keras|tf_keras|tf2onnx|torch|onnx|onnxruntime|onnxscript|skl2onnx|jax|absl)(\.|$)"
+
 # What the native runtimes print on their own at load: LiteRT's "INFO: ..." and glog/absl's
 # "I1201 12:00:00.000000 ..." / "W0000 ..." info and warning lines.
 _CHATTER = re.compile(r"^(INFO: |VERBOSE: |[IW]\d{4} [\d:.]+ )")
@@ -56,6 +60,7 @@ def quiet_libraries(verbose: int) -> None:
         os.environ.setdefault(key, value)
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=_WARNING_MODULES)
 
 
 @contextmanager
