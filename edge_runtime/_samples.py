@@ -91,6 +91,11 @@ def prediction_is_sane(pred: Any, task: str) -> str | None:
         if not all(math.isfinite(v) for v in values):
             return "non-finite output values"
         return None
+    detections = getattr(pred, "detections", None)
+    if detections is not None:
+        # no object in a sample is a sane answer; a NaN score or box is not
+        numbers = [float(d["score"]) for d in detections] + [float(v) for d in detections for v in d["box"]]
+        return None if all(math.isfinite(v) for v in numbers) else "non-finite detection scores or boxes"
     scores = getattr(pred, "scores", None)
     if scores is not None and not bool(np.all(np.isfinite(scores))):
         return "non-finite scores"

@@ -27,6 +27,7 @@ from edge_device.agent import (
     VERDICT_REASONS,
     AgentConfig,
     UpdateRefused,
+    check_rules,
     load_config,
 )
 from edge_runtime import load_private_key, load_public_key, make_bundle, open_bundle, pack_bundle, safe_extract
@@ -177,7 +178,7 @@ def test_bad_samples_and_expiries_are_clear_errors_at_bundle_time(tmp_path: Path
     base = [mobilenet_tflite, "--labels", shared_data / "labels" / "imagenet_labels.txt"]
     junk = tmp_path / "photo.jpg"
     junk.write_bytes(b"this is no JPEG")
-    cases = [
+    cases: list[tuple[list[Any], str, str]] = [
         (["--sample", junk], "--sample", "photo.jpg: not an image Pillow can read"),
         (["--sample", tmp_path / "missing.png"], "--sample", "missing.png: no such file"),
         (["--sample", _npy(np.zeros(7, np.float32), tmp_path / "row.npy")], "--sample",
@@ -255,6 +256,21 @@ def test_refusal_reasons_are_either_policy_or_verdict() -> None:
     assert UpdateRefused("no-samples", "x").policy and not UpdateRefused("integrity", "x").policy
     with pytest.raises(ValueError, match="unknown refusal reason"):
         UpdateRefused("because", "x")
+
+
+def test_a_bundle_for_a_newer_runtime_is_refused_by_policy(mobilenet_bundle: Path) -> None:
+    b = open_bundle(mobilenet_bundle)
+    rules: dict[str, Any] = dict(highest=0, bad={}, expected_name=None, require_expiry=False, require_samples=False)
+    for ok in ("0.1", "0.1.0", "0.0.9"):
+        check_rules(b.manifest.model_copy(update={"min_runtime": ok}), runtime_version="0.1.0", **rules)
+    with pytest.raises(UpdateRefused, match="needs runtime 0.2.0rc1 or newer, this device has 0.1.0") as e:
+        check_rules(b.manifest.model_copy(update={"min_runtime": "0.2.0rc1"}), runtime_version="0.1.0", **rules)
+    assert e.value.reason == "min-runtime" and e.value.policy
+    # the verdicts come before the policy: a known-bad version is refused as such
+    with pytest.raises(UpdateRefused) as e:
+        check_rules(b.manifest.model_copy(update={"min_runtime": "9"}), **{**rules, "bad": {1: "rolled back"}})
+    assert e.value.reason == "bad-version" and not e.value.policy
+    b.close()
 
 
 # -- edge agent example-config -------------------------------------------------------------------
