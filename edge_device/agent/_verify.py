@@ -29,6 +29,7 @@ from edge_runtime import (
     SignatureError,
     UnsafeArchiveError,
     __version__,
+    first_line,
     load_sample,
     open_bundle,
 )
@@ -177,10 +178,14 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
         raise UpdateRefused("no-samples", f"version {m.version} has no sample inputs to check it with "
                             "(updates.require_samples is on; build bundles with `edge bundle --sample IMG`, "
                             "or samples=[...])", version=m.version)
+    # A candidate may fail in any way (MemoryError from a hostile size, a native library's RuntimeError):
+    # whatever it raises is a failed health check, recorded against that version, never a crash of the
+    # updater that would fetch and try it again on every poll.
     try:
         model = load_model(bundle, opts)
-    except EdgeError as exc:
-        raise UpdateRefused("health", f"version {m.version} does not load: {exc}", version=m.version) from exc
+    except Exception as exc:
+        raise UpdateRefused("health", f"version {m.version} does not load: {_describe(exc)}",
+                            version=m.version) from exc
     declared = m.metrics.get(EXPECTED_KEY)
     expected: dict[str, Any] = declared if isinstance(declared, dict) else {}
     try:
@@ -188,8 +193,8 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
             x = _load_sample(bundle.file(name))
             try:
                 pred = model.predict(x)
-            except EdgeError as exc:
-                raise UpdateRefused("health", f"version {m.version} fails on its sample {name}: {exc}",
+            except Exception as exc:
+                raise UpdateRefused("health", f"version {m.version} fails on its sample {name}: {_describe(exc)}",
                                     version=m.version) from exc
             if not prediction_ok(pred):
                 raise UpdateRefused("health", f"version {m.version} gives an insane answer on its sample {name} "
@@ -204,3 +209,7 @@ def health_check(bundle: Bundle, opts: ModelOptions, *, require_samples: bool = 
         model.close()
         raise
     return model
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EdgeError) else f"{type(exc).__name__}: {first_line(exc)}"
