@@ -195,7 +195,7 @@ class DeliveryConfig(_Model):
     window: int = Field(32, ge=1, le=1000)
     confirm_timeout_s: float = Field(30.0, gt=0, le=86400)
     confirm_timeout_max_s: float = Field(600.0, gt=0, le=86400)
-    announce_wait_s: float = Field(5.0, ge=0, le=3600)
+    announce_wait_s: float = Field(3.0, ge=0, le=3600)
 
     @field_validator("confirm", mode="before")
     @classmethod

@@ -115,6 +115,7 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name=f"edge-telemetry-{self.device_id}", daemon=True)
         self._stop = threading.Event()
         self._drain_until: float | None = None
+        self._draining = False
         self._force_seal = threading.Event()
         self._metrics_now = threading.Event()
         self._idle = threading.Event()
@@ -173,10 +174,11 @@ class Publisher:
     def stop(self, drain_s: float = 0.0) -> None:
         """Keep publishing for up to ``drain_s`` while there is work, then disconnect cleanly."""
         self._drain_until = self._clock() + max(0.0, drain_s)
+        self._draining = drain_s > 0
         self._force_seal.set()
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(drain_s + self.config.mqtt.connect_timeout_s + 5.0)
+            self._thread.join(drain_s + self.config.delivery.announce_wait_s + self.config.mqtt.connect_timeout_s + 5.0)
 
     # ------------------------------------------------------------------ the thread
 
@@ -193,7 +195,7 @@ class Publisher:
         reconnect_at = self._clock()
         while True:
             now = self._clock()
-            if self._stop.is_set() and (self._drain_until is None or now >= self._drain_until
+            if self._stop.is_set() and (self._drain_until is None or (now >= self._drain_until and not self._deciding())
                                         or self._client is None or self._is_empty()):
                 break
             self._housekeeping(now)
@@ -218,6 +220,13 @@ class Publisher:
                 log.error("telemetry: %s", exc)
                 self._stop.wait(1.0)
         self._shutdown()
+
+    def _deciding(self) -> bool:
+        """Draining while still learning whether an ingester serves this device (at most
+        ``announce_wait_s``), with acknowledged messages whose fate depends on it: leaving now would
+        keep them, and the next run would send them to a plain broker's consumers a second time."""
+        return (self._draining and self._client is not None and self._mode is None and self._synced_at is not None
+                and any(f.state == AT_BROKER for f in self._flights.values()))
 
     def _is_empty(self) -> bool:
         return not self._flights and self.outbox.pending_rows() == 0

@@ -127,9 +127,10 @@ def test_status_is_retained_online_and_the_last_will_says_offline(tmp_path: Path
 
 def test_rows_wait_for_the_cloud_and_a_message_the_broker_lost_is_resent(
         tmp_path: Path, broker: Mosquitto, make_device, make_ingester) -> None:
-    """confirm="cloud": the broker PUBACKs messages nobody subscribed to (it drops them); the rows
+    """confirm="ingester" (no longer the default; "auto" deletes at the PUBACK where no ingester has
+    announced itself): the broker PUBACKs messages nobody subscribed to (it drops them); the rows
     stay, are resent after the confirmation timeout, and arrive once the ingester is there."""
-    tel = make_device(broker.url)
+    tel = make_device(broker.url, delivery={"confirm": "ingester"})
     for i in range(100):
         tel.write(frame(i))
     wait_for(lambda: tel.publisher.stats.broker_acked >= 1, 20, "a PUBACK")
