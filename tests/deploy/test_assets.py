@@ -14,6 +14,7 @@ from edge_deploy import agent_unit, build_wheel, install_plan, install_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "edge_deploy/data"
+PACKAGES = ("cloud_sync", "converters", "device_profiles", "edge_cli", "edge_deploy", "edge_device", "edge_runtime")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,16 @@ def test_wheel_carries_the_dashboard_and_the_profiles(wheel_files):
     assert profiles and profiles <= set(wheel_files)
     # Nothing of the checkout beyond the packages (tests, scripts, the venv) leaks into the wheel.
     tops = {name.split("/", 1)[0] for name in wheel_files if not name.startswith("edge_runtime-")}
-    assert tops == {"cloud_sync", "converters", "device_profiles", "edge_cli", "edge_deploy", "edge_device",
-                    "edge_runtime"}
+    assert tops == set(PACKAGES)
+
+
+def test_wheel_carries_every_file_of_the_packages(wheel_files):
+    # Any file in a package folder is there to be read at run time (templates, migrations, data):
+    # one that pyproject.toml's package-data forgets works from the checkout and fails once installed.
+    files = {path.relative_to(ROOT).as_posix() for pkg in PACKAGES for path in (ROOT / pkg).rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+    assert "cloud_sync/service/static/index.html" in files
+    assert sorted(files - set(wheel_files)) == []
 
 
 def test_the_package_reads_its_data_files():
