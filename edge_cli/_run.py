@@ -10,7 +10,7 @@ from types import FrameType
 
 import click
 
-from edge_runtime import Model, Pipeline, Sink, load_public_key
+from edge_runtime import AnnotatedImageSink, Model, Pipeline, Sink, load_public_key
 from edge_runtime.backends import BACKEND_NAMES
 from edge_runtime.sources import open_source
 
@@ -35,6 +35,8 @@ __all__ = ["run_cmd"]
               help="Detection: drop detections scoring below this (default: the manifest's score_threshold).")
 @click.option("--iou", type=click.FloatRange(0.0, 1.0, min_open=True),
               help="Detection: per-class NMS IoU threshold (default: the manifest's iou_threshold).")
+@click.option("--save-annotated", type=click.Path(file_okay=False, path_type=Path),
+              help="Detection: also write each image with its boxes and labels drawn, as DIR/NAME.png.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N frames.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Force a backend (default: the device profile's order).")
@@ -69,7 +71,7 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
             workers: int | None, summary: bool, mqtt_url: str | None, device_id: str | None,
             outbox: Path | None, mqtt_username: str | None, mqtt_password_file: Path | None,
             mqtt_ca: Path | None, mqtt_cert: Path | None, mqtt_key: Path | None, confirm: str,
-            conf: float | None = None, iou: float | None = None) -> None:
+            conf: float | None = None, iou: float | None = None, save_annotated: Path | None = None) -> None:
     """Run BUNDLE on a source: one line per frame, one record per frame in every output.
 
     On a terminal each frame is a readable line (source, result, milliseconds) and the run ends
@@ -126,6 +128,9 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
                                                  delivery={"confirm": confirm}), mqtt_url, "MQTT")
         counted.append(telemetry)
         sinks.append(telemetry)
+    annotated = AnnotatedImageSink(save_annotated) if save_annotated is not None else None
+    if annotated is not None:
+        sinks.append(annotated)
     pipe = Pipeline(model, src, sinks, limit=limit, workers=workers)
     pipe_ref.append(pipe)
     _stop_on_sigterm(pipe)
@@ -138,6 +143,8 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
                    f"{s['fps']} fps on {model.backend_name}", err=True)
         for line in summary_lines(counted):
             click.echo(line, err=True)
+        if annotated is not None:
+            click.echo(f"wrote {annotated.written} annotated frame(s) to {annotated.out_dir}", err=True)
     if any(isinstance(o.sink, StdoutSink) and o.sink.closed_by_reader for o in counted):
         return  # the reader stopped reading: a normal end for a pipeline stage, exit 0
     if stats.interrupted:

@@ -7,6 +7,7 @@ framework, FastAPI or SQLAlchemy.
 
 from __future__ import annotations
 
+from ._annotate import AnnotatedImageSink, annotation_color, draw_detections
 from ._bench import bench_model
 from ._bundle import (
     Bundle,
@@ -65,6 +66,7 @@ __all__ = [
     "MAX_INPUT_SIDE",
     "MAX_VERSION",
     "SAMPLE_IMAGE_SUFFIXES",
+    "AnnotatedImageSink",
     "BackendError",
     "BackendUnavailableError",
     "Bundle",
@@ -107,11 +109,13 @@ __all__ = [
     "TensorSpec",
     "UnsafeArchiveError",
     "__version__",
+    "annotation_color",
     "bench_model",
     "box_iou",
     "check_samples",
     "describe_model",
     "describe_validation_error",
+    "draw_detections",
     "error_record",
     "first_line",
     "generate_keypair",
