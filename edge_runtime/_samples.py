@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._bundle import Bundle
-from ._errors import DecodeError, EdgeError, InputError, ManifestError
+from ._errors import DecodeError, EdgeError, InputError, ManifestError, first_line
 
 __all__ = [
     "SAMPLE_IMAGE_SUFFIXES",
@@ -132,8 +132,11 @@ def check_samples(bundle: str | Path | Bundle, *, backend: str | None = None,
             x = load_sample(model.bundle.file(name))
             try:
                 pred = model.predict(x)
-            except EdgeError as exc:
-                raise InputError(f"sample {name}: the model cannot run it: {exc}") from exc
+            except Exception as exc:
+                # broad on purpose: a native library may raise anything on an input it cannot take, and
+                # the device's health check counts any of them as a failure
+                why = str(exc) if isinstance(exc, EdgeError) else f"{type(exc).__name__}: {first_line(exc)}"
+                raise InputError(f"sample {name}: the model cannot run it: {why}") from exc
             problem = prediction_is_sane(pred, m.task)
             if problem is not None:
                 raise InputError(f"sample {name}: the model gives an insane answer ({problem}); a device's "
