@@ -4,6 +4,7 @@ Debian 12 root)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -159,7 +160,6 @@ def test_a_token_on_the_command_line_is_never_shown(pi_image, tmp_path, host, ed
     assert code == 0, err
     assert TOKEN not in out + err
     assert not [r for r in caplog.records if TOKEN in r.getMessage()]
-    import json
 
     report = json.loads(out)
     # Not even the token file's hash: a hash lets anyone with the output test guesses.
@@ -370,3 +370,22 @@ def test_first_boot_installs_keys_and_token_where_the_config_says_with_their_mod
     assert "edge/device.token" not in left and "edge/mqtt.password" not in left and "edge/agent.toml" not in left
     assert "edge/keys/release.pub" in left
     assert not os.path.exists(root / "etc/edge/device.token.tmp")
+
+
+def test_values_other_than_paths_come_through_unchanged(pi_image, tmp_path, host, edge_wheel, mobilenet_bundle):
+    image = pi_image("trixie")
+    config = host / "odd.toml"
+    spec = 'rtsp://viewer:p"w\\\\x@cam.local/Straße\tfeed'
+    config.write_text(
+        'device_id = "cam-1"\n'
+        f"[source]\nspec = {json.dumps(spec, ensure_ascii=False)}\nrepeat = true\n"
+        "[router]\nmode = \"offline\"\nthreshold = 0.35\n[router.breaker]\nbackoff_s = 2.5\n"
+        "[http]\nenabled = true\nport = 8781\n"
+        "[home_assistant]\n"
+    )
+    prepare_image(image.path, bundle=mobilenet_bundle, config=config, wheel=edge_wheel)
+    card = tomllib.loads(extract_boot(image, tmp_path / "boot")["/edge/agent.toml"].decode())
+    assert card["source"] == {"spec": spec, "repeat": True}
+    assert card["router"] == {"mode": "offline", "threshold": 0.35, "breaker": {"backoff_s": 2.5}}
+    assert card["http"] == {"enabled": True, "port": 8781}
+    assert card["home_assistant"] == {}
