@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +78,8 @@ def native_stderr_filtered(enabled: bool | None = None) -> Iterator[None]:
     if not enabled or fd != 2:
         yield
         return
+    import tempfile  # here: `edge --help` and commands that load no model never need it
+
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
