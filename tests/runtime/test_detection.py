@@ -28,7 +28,7 @@ from edge_runtime import (
     open_bundle,
 )
 from edge_runtime.sources import open_source
-from tests.runtime._detection_expect import MODELS, detection_dir, expected, rule_violations
+from tests.support.detection import MODELS, detection_dir, expected, rule_violations
 
 BACKEND_CASES = [(m, b) for m, backends in MODELS.items() for b in backends]
 

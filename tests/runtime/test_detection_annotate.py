@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from edge_runtime import annotation_color, draw_detections, load_image, make_bundle
-from tests.runtime._detection_expect import detection_dir
+from tests.support.detection import detection_dir
 from tests.support.paths import ROOT, env_with_project
 
 

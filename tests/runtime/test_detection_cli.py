@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.runtime._detection_expect import MODELS, detection_dir, expected, rule_violations
+from tests.support.detection import MODELS, detection_dir, expected, rule_violations
 from tests.support.paths import ROOT, env_with_project
 
 BACKEND_CASES = [(m, b) for m, backends in MODELS.items() for b in backends]

@@ -1,4 +1,4 @@
-"""The detection test data's rule (../shared/data/detection/README.md), shared by the detection tests.
+"""Detection test data: the shared models, expected.json and its rule (../shared/data/detection/README.md).
 
 A runtime is right when every reference detection scoring >= 0.6 is matched by a detection of the
 same label with IoU >= 0.5, and no detection scoring >= 0.7 matches no reference.
