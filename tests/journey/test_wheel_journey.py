@@ -132,6 +132,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
                            cwd=work, env=env, capture_output=True, text=True, check=True)
     for line in where.stdout.splitlines():
         assert Path(line).is_relative_to(venv), line
+    # What `edge pi` writes onto a card and install-on-pi.sh installs comes from the installed package.
+    data = subprocess.run([str(python), "-c", "from edge_deploy import agent_unit, install_script; "
+                           "print(install_script().splitlines()[0]); print(agent_unit().count('ExecStart='))"],
+                          cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert data.stdout.split() == ["#!/usr/bin/env", "bash", "1"]
     return inst
 
 
