@@ -82,13 +82,15 @@ class CloudService:
     def __init__(self, data_dir: Path, trusted_keys: list[Path], *, mqtt_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        # Settings as EDGE_* variables: what the service's factory reads under uvicorn --factory.
-        self.env = env_with_project()
-        self.env.update({"EDGE_DATA_DIR": str(data_dir), "EDGE_ADMIN_TOKEN": ADMIN_TOKEN,
-                         "EDGE_TRUSTED_KEYS": json.dumps([str(k) for k in trusted_keys]),
-                         "EDGE_MAX_BATCH_WAIT_MS": "1"})
+        from cloud_sync.service import ENV_PREFIX
+
+        # Settings as variables: what the service's factory reads under uvicorn --factory.
+        settings = {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN,
+                    "trusted_keys": json.dumps([str(k) for k in trusted_keys]), "max_batch_wait_ms": "1"}
         if mqtt_port is not None:
-            self.env.update({"EDGE_MQTT_HOST": "127.0.0.1", "EDGE_MQTT_PORT": str(mqtt_port)})
+            settings.update({"mqtt_host": "127.0.0.1", "mqtt_port": str(mqtt_port)})
+        self.env = env_with_project()
+        self.env.update({f"{ENV_PREFIX}{name.upper()}": value for name, value in settings.items()})
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
