@@ -53,13 +53,13 @@ class Requirement:
         return f"edge {self.command}" + (f" {flag}" if flag else "")
 
 
-_CAMERA_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".h264"})
-
-
 def _needs_opencv(source: Any) -> bool:
     """Camera indexes, stream URLs and video files are read through OpenCV."""
+    # Imported here: `edge run` imports the runtime anyway, `edge --help` must not.
+    from edge_runtime.sources import VIDEO_SUFFIXES
+
     spec = str(source)
-    return spec.isdigit() or ("://" in spec) or Path(spec).suffix.lower() in _CAMERA_SUFFIXES
+    return spec.isdigit() or ("://" in spec) or Path(spec).suffix.lower() in VIDEO_SUFFIXES
 
 
 #: the table: every optional library a command can reach, and the extra that brings it

@@ -63,6 +63,13 @@ def test_run_without_mqtt_does_not_need_paho(mobilenet_bundle: Path, shared_data
     assert '"Egyptian cat"' in proc.stdout
 
 
+@pytest.mark.parametrize("source", ["0", "rtsp://127.0.0.1:9/stream", "clip.mp4"])
+def test_camera_and_video_sources_without_opencv(mobilenet_bundle: Path, source: str) -> None:
+    proc = edge_without("cv2", "run", str(mobilenet_bundle), "--source", source)
+    assert_one_error_line(proc, f"edge run --source {source} needs opencv-python-headless",
+                          "pip install 'edge-runtime[camera]'")
+
+
 def test_cloud_serve_without_the_cloud_extra(tmp_path: Path) -> None:
     proc = edge_without("fastapi,uvicorn", "cloud", "serve", "--data-dir", str(tmp_path))
     assert_one_error_line(proc, "edge cloud serve needs fastapi, uvicorn", "pip install 'edge-runtime[cloud]'")
