@@ -51,6 +51,8 @@ class ConvertOptions(BaseModel):
     precision: Literal["auto", "float", "double"] = Field(
         default="auto", description="scikit-learn: float32 or float64 ONNX inputs; auto checks on data")
     opset: int = Field(default=17, ge=11)
+    trust_pickle: bool = Field(default=False, description="allow unpickling a .joblib/.pkl model: a pickle runs "
+                               "arbitrary code when loaded, so only for files the user made or trusts")
     backend: str | None = None
     threads: int | None = Field(default=None, ge=1)
     latency_runs: int = Field(default=30, ge=1)

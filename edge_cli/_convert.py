@@ -63,6 +63,9 @@ def _parse(kind: str, fn: object, value: str | None, param: str) -> object:
                    "them).")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--overwrite", is_flag=True, help="Replace bundles that already exist in OUT.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow loading a .joblib/.pkl scikit-learn model. Unpickling runs whatever code the file "
+                   "holds: pass this only for files you made or trust.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert_cmd(source: str, to: str, quantize: str, calibration: tuple[Path, ...], eval_: Path | None,
@@ -70,10 +73,12 @@ def convert_cmd(source: str, to: str, quantize: str, calibration: tuple[Path, ..
                 weights: Path | None, max_drop: float, prefer: str, calibration_method: str,
                 per_channel: bool | None, reduce_range: bool | None, io_dtype: str, precision: str,
                 backend: str | None, threads: int | None, runs: int, name: str | None, version_: int, samples: int,
-                expires: str, out: Path, overwrite: bool, progress: bool | None, as_json: bool) -> None:
+                expires: str, out: Path, overwrite: bool, trust_pickle: bool, progress: bool | None,
+                as_json: bool) -> None:
     """Convert SOURCE to --to, quantize, measure every variant and recommend one.
 
-    SOURCE is a .joblib/.pkl scikit-learn model, MODULE:FACTORY (with --weights), a TorchScript
+    SOURCE is a .joblib/.pkl scikit-learn model (pickles run code when loaded: add --trust-pickle for
+    a file you trust), MODULE:FACTORY (with --weights), a TorchScript
     file, a torch.export .pt2, a .keras/.h5 file or SavedModel directory, or an .onnx/.tflite.
     Writes one bundle per variant and report.md + report.json to OUT. Each bundle carries --samples
     inputs and an --expires date, so that a device with the default update policy accepts it.
@@ -108,6 +113,7 @@ def convert_cmd(source: str, to: str, quantize: str, calibration: tuple[Path, ..
         "version": version_,
         "samples": samples,
         "overwrite": overwrite,
+        "trust_pickle": trust_pickle,
         "progress": sys.stderr.isatty() if progress is None else progress,
     }
     try:

@@ -125,7 +125,7 @@ def bench_sklearn(runs: int, threads: int, work: Path) -> list[dict[str, Any]]:
         est.fit(xtr, ytr)
         path = work / f"{name.split()[0]}.joblib"
         joblib.dump(est, path)
-        report = convert(path, work / f"{path.stem}-out", to="onnx", latency_runs=5, threads=1)
+        report = convert(path, work / f"{path.stem}-out", to="onnx", latency_runs=5, threads=1, trust_pickle=True)
         row = xte[:1]
         bundle = Path(report.variant("float").bundle)
         sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -55,6 +55,9 @@ class SklearnSource(Source):
         path = Path(self.location)
         if not path.is_file():
             raise SourceLoadError(f"{path}: no such file; save the fitted model with joblib.dump(model, PATH)")
+        if not self.options.trust_pickle:
+            raise SourceLoadError(f"{path}: is a pickle, and loading a pickle runs whatever code it holds; if you "
+                                  "made this file or trust it, pass --trust-pickle (trust_pickle=True)")
         try:
             # The user named this file as their own model; pickles are never read from elsewhere.
             est = joblib.load(path)

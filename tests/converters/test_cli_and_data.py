@@ -28,7 +28,7 @@ def wine_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_edge_convert_json(wine_model: Path, edge_cli: Callable[..., Result], tmp_path: Path) -> None:
-    res = edge_cli("convert", wine_model / "wine.joblib", "--to", "onnx", "--eval", wine_model / "heldout.npz",
+    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle", "--to", "onnx", "--eval", wine_model / "heldout.npz",
                    "--quantize", "all", "--runs", "3", "-o", tmp_path, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
@@ -40,7 +40,7 @@ def test_edge_convert_json(wine_model: Path, edge_cli: Callable[..., Result], tm
 
 
 def test_edge_convert_markdown(wine_model: Path, edge_cli: Callable[..., Result], tmp_path: Path) -> None:
-    res = edge_cli("convert", wine_model / "wine.joblib", "--to", "onnx", "--runs", "2", "-o", tmp_path,
+    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle", "--to", "onnx", "--runs", "2", "-o", tmp_path,
                    "--name", "vino")
     assert res.exit_code == 0, res.output
     assert "| float |" in res.stdout and "**recommended**" in res.stdout
@@ -57,7 +57,7 @@ def test_edge_convert_bad_options(args: list[str], message: str, wine_model: Pat
     from edge_cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["convert", str(wine_model / "wine.joblib"), "--to", "onnx", "-o", str(tmp_path), *args])
+        main(["convert", str(wine_model / "wine.joblib"), "--trust-pickle", "--to", "onnx", "-o", str(tmp_path), *args])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
@@ -81,7 +81,7 @@ def test_edge_convert_user_error_is_one_line(wine_model: Path, tmp_path: Path,
 
 def test_int8_without_calibration_says_how(wine_model: Path, tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="pass --calibration DIR_OR_NPY"):
-        convert(wine_model / "wine.joblib", tmp_path, to="onnx", quantize=["int8"])
+        convert(wine_model / "wine.joblib", tmp_path, trust_pickle=True, to="onnx", quantize=["int8"])
 
 
 def test_existing_tflite_is_wrapped_and_not_requantized(mobilenet_tflite: Path, shared_data: Path, tmp_path: Path,
@@ -151,7 +151,7 @@ def test_profile_sets_backend_threads_and_manifest(wine_model: Path, tmp_path: P
     from edge_runtime import open_bundle
 
     prof = device_profiles.load_profile("rpi-5")
-    report = convert(wine_model / "wine.joblib", tmp_path, to="onnx", profile="rpi-5", latency_runs=2)
+    report = convert(wine_model / "wine.joblib", tmp_path, trust_pickle=True, to="onnx", profile="rpi-5", latency_runs=2)
     assert report.profile == "rpi-5"
     assert report.backend == next(b for b in prof.backends if b == "onnxruntime")
     assert report.threads == min(prof.threads, os.cpu_count() or 1)
@@ -162,4 +162,4 @@ def test_unknown_profile_is_named(wine_model: Path, tmp_path: Path) -> None:
     from converters import ConversionError
 
     with pytest.raises(ConversionError, match="no-such-board"):
-        convert(wine_model / "wine.joblib", tmp_path, to="onnx", profile="no-such-board")
+        convert(wine_model / "wine.joblib", tmp_path, trust_pickle=True, to="onnx", profile="no-such-board")

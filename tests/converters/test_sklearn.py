@@ -57,7 +57,7 @@ def test_classifier_matches_sklearn_on_heldout(case: tuple[str, Any, Any], tmp_p
     est = make().fit(xtr, ytr)
     joblib.dump(est, tmp_path / "model.joblib")
     np.savez(tmp_path / "heldout.npz", x=xte, y=yte)
-    report = convert(tmp_path / "model.joblib", tmp_path / "out", to="onnx", eval=tmp_path / "heldout.npz",
+    report = convert(tmp_path / "model.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "heldout.npz",
                      latency_runs=5)
     f = report.variant("float")
     assert f.accuracy == pytest.approx(100 * float(np.mean(est.predict(xte) == yte)), abs=1e-3)
@@ -80,7 +80,7 @@ def test_regressor_matches_sklearn_on_heldout(kind: str, tmp_path: Path) -> None
            "boosting": GradientBoostingRegressor(random_state=0)}[kind].fit(xtr, ytr)
     joblib.dump(est, tmp_path / "reg.joblib")
     np.savez(tmp_path / "heldout.npz", x=xte, y=yte)
-    report = convert(tmp_path / "reg.joblib", tmp_path / "out", to="onnx", eval=tmp_path / "heldout.npz",
+    report = convert(tmp_path / "reg.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "heldout.npz",
                      latency_runs=5)
     with Model.load(report.variant("float").bundle) as m:
         assert m.manifest.task == "regression"
@@ -97,7 +97,7 @@ def test_double_precision_gives_float64_inputs_and_exact_probabilities(tmp_path:
     xtr, xte, ytr, _ = _split(load_breast_cancer)
     est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(xtr, ytr)
     joblib.dump(est, tmp_path / "m.joblib")
-    report = convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", precision="double", latency_runs=3)
+    report = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", precision="double", latency_runs=3)
     assert report.source["precision"] == "double"
     with Model.load(report.variant("float").bundle) as m:
         assert m.manifest.inputs[0].dtype == "float64"
@@ -113,7 +113,7 @@ def test_quantization_is_skipped_with_a_reason_for_trees(tmp_path: Path) -> None
     xtr, _xte, ytr, _yte = _split(load_wine)
     joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0).fit(xtr, ytr), tmp_path / "rf.joblib")
     np.save(tmp_path / "calib.npy", xtr)
-    report = convert(tmp_path / "rf.joblib", tmp_path / "out", to="onnx", quantize=["fp16", "dynamic", "int8"],
+    report = convert(tmp_path / "rf.joblib", tmp_path / "out", trust_pickle=True, to="onnx", quantize=["fp16", "dynamic", "int8"],
                      calibration=[tmp_path / "calib.npy"], latency_runs=3)
     skipped = {v.variant: v.reason for v in report.variants if v.status == "skipped"}
     assert set(skipped) == {"fp16", "dynamic", "int8"}
@@ -129,7 +129,7 @@ def test_bundle_runs_through_edge_run_on_rows(tmp_path: Path, edge_cli: Callable
     xtr, xte, ytr, _ = _split(load_digits)
     est = LogisticRegression(max_iter=3000).fit(xtr, ytr)
     joblib.dump(est, tmp_path / "lr.joblib")
-    convert(tmp_path / "lr.joblib", tmp_path / "out", to="onnx", latency_runs=3)
+    convert(tmp_path / "lr.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=3)
     np.save(tmp_path / "rows.npy", xte[:20])
     res = edge_cli("run", tmp_path / "out" / "lr-onnx-float", "--source", tmp_path / "rows.npy", "--no-summary")
     assert res.exit_code == 0, res.output
@@ -149,7 +149,7 @@ def test_unsupported_estimator_is_named(tmp_path: Path) -> None:
     x, y = load_wine(return_X_y=True)
     joblib.dump(make_pipeline(StandardScaler(), NearestCentroid()).fit(x, y), tmp_path / "nc.joblib")
     with pytest.raises(UnsupportedModelError, match="no converter for NearestCentroid"):
-        convert(tmp_path / "nc.joblib", tmp_path / "out", to="onnx")
+        convert(tmp_path / "nc.joblib", tmp_path / "out", trust_pickle=True, to="onnx")
 
 
 def test_clusterer_is_refused(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_clusterer_is_refused(tmp_path: Path) -> None:
     x, _ = load_wine(return_X_y=True)
     joblib.dump(KMeans(3, n_init=2, random_state=0).fit(x), tmp_path / "km.joblib")
     with pytest.raises(UnsupportedModelError, match="neither a classifier nor a regressor"):
-        convert(tmp_path / "km.joblib", tmp_path / "out", to="onnx")
+        convert(tmp_path / "km.joblib", tmp_path / "out", trust_pickle=True, to="onnx")
 
 
 def test_unfitted_estimator_is_refused(tmp_path: Path) -> None:
@@ -167,12 +167,12 @@ def test_unfitted_estimator_is_refused(tmp_path: Path) -> None:
 
     joblib.dump(LogisticRegression(), tmp_path / "raw.joblib")
     with pytest.raises(SourceLoadError, match="not fitted"):
-        convert(tmp_path / "raw.joblib", tmp_path / "out", to="onnx")
+        convert(tmp_path / "raw.joblib", tmp_path / "out", trust_pickle=True, to="onnx")
 
 
 def test_tflite_target_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match="use --to onnx"):
-        convert(tmp_path / "whatever.joblib", tmp_path / "out", to="tflite")
+        convert(tmp_path / "whatever.joblib", tmp_path / "out", trust_pickle=True, to="tflite")
 
 
 def test_eval_labels_that_are_not_model_classes(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_eval_labels_that_are_not_model_classes(tmp_path: Path) -> None:
     joblib.dump(LogisticRegression(max_iter=3000).fit(xtr, ytr), tmp_path / "m.joblib")
     np.savez(tmp_path / "bad.npz", x=xte, y=yte + 7)
     with pytest.raises(EvalDataError, match=r"not classes of the model \(3 classes: 0, 1, 2\)"):
-        convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", eval=tmp_path / "bad.npz")
+        convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "bad.npz")
 
 
 def test_eval_rows_of_the_wrong_width(tmp_path: Path) -> None:
@@ -194,15 +194,15 @@ def test_eval_rows_of_the_wrong_width(tmp_path: Path) -> None:
     joblib.dump(LogisticRegression(max_iter=3000).fit(xtr, ytr), tmp_path / "m.joblib")
     np.savez(tmp_path / "narrow.npz", x=xte[:, :5], y=yte)
     with pytest.raises(ConversionError, match=r"does not fit the model input"):
-        convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", eval=tmp_path / "narrow.npz")
+        convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "narrow.npz")
 
 
 def test_missing_and_garbage_files(tmp_path: Path) -> None:
     with pytest.raises(SourceLoadError, match="no such file"):
-        convert(tmp_path / "absent.joblib", tmp_path / "out", to="onnx")
+        convert(tmp_path / "absent.joblib", tmp_path / "out", trust_pickle=True, to="onnx")
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
     with pytest.raises(SourceLoadError, match="cannot unpickle"):
-        convert(tmp_path / "junk.pkl", tmp_path / "out", to="onnx")
+        convert(tmp_path / "junk.pkl", tmp_path / "out", trust_pickle=True, to="onnx")
 
 
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
@@ -211,8 +211,8 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
 
     x, y = load_wine(return_X_y=True)
     joblib.dump(LogisticRegression(max_iter=3000).fit(x, y), tmp_path / "m.joblib")
-    convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", latency_runs=2)
+    convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2)
     with pytest.raises(ConversionError, match="--overwrite"):
-        convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", latency_runs=2)
-    again = convert(tmp_path / "m.joblib", tmp_path / "out", to="onnx", latency_runs=2, overwrite=True, version=2)
+        convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2)
+    again = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2, overwrite=True, version=2)
     assert open_bundle(again.variant("float").bundle).manifest.version == 2
