@@ -28,7 +28,8 @@ def wine_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_edge_convert_json(wine_model: Path, edge_cli: Callable[..., Result], tmp_path: Path) -> None:
-    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle", "--to", "onnx", "--eval", wine_model / "heldout.npz",
+    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle",
+                   "--to", "onnx", "--eval", wine_model / "heldout.npz",
                    "--quantize", "all", "--runs", "3", "-o", tmp_path, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
@@ -40,7 +41,8 @@ def test_edge_convert_json(wine_model: Path, edge_cli: Callable[..., Result], tm
 
 
 def test_edge_convert_markdown(wine_model: Path, edge_cli: Callable[..., Result], tmp_path: Path) -> None:
-    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle", "--to", "onnx", "--runs", "2", "-o", tmp_path,
+    res = edge_cli("convert", wine_model / "wine.joblib", "--trust-pickle",
+                   "--to", "onnx", "--runs", "2", "-o", tmp_path,
                    "--name", "vino")
     assert res.exit_code == 0, res.output
     assert "| float |" in res.stdout and "**recommended**" in res.stdout
@@ -151,7 +153,8 @@ def test_profile_sets_backend_threads_and_manifest(wine_model: Path, tmp_path: P
     from edge_runtime import open_bundle
 
     prof = device_profiles.load_profile("rpi-5")
-    report = convert(wine_model / "wine.joblib", tmp_path, trust_pickle=True, to="onnx", profile="rpi-5", latency_runs=2)
+    report = convert(wine_model / "wine.joblib", tmp_path, trust_pickle=True,
+                     to="onnx", profile="rpi-5", latency_runs=2)
     assert report.profile == "rpi-5"
     assert report.backend == next(b for b in prof.backends if b == "onnxruntime")
     assert report.threads == min(prof.threads, os.cpu_count() or 1)

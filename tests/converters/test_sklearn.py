@@ -57,7 +57,8 @@ def test_classifier_matches_sklearn_on_heldout(case: tuple[str, Any, Any], tmp_p
     est = make().fit(xtr, ytr)
     joblib.dump(est, tmp_path / "model.joblib")
     np.savez(tmp_path / "heldout.npz", x=xte, y=yte)
-    report = convert(tmp_path / "model.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "heldout.npz",
+    report = convert(tmp_path / "model.joblib", tmp_path / "out", trust_pickle=True,
+                     to="onnx", eval=tmp_path / "heldout.npz",
                      latency_runs=5)
     f = report.variant("float")
     assert f.accuracy == pytest.approx(100 * float(np.mean(est.predict(xte) == yte)), abs=1e-3)
@@ -80,7 +81,8 @@ def test_regressor_matches_sklearn_on_heldout(kind: str, tmp_path: Path) -> None
            "boosting": GradientBoostingRegressor(random_state=0)}[kind].fit(xtr, ytr)
     joblib.dump(est, tmp_path / "reg.joblib")
     np.savez(tmp_path / "heldout.npz", x=xte, y=yte)
-    report = convert(tmp_path / "reg.joblib", tmp_path / "out", trust_pickle=True, to="onnx", eval=tmp_path / "heldout.npz",
+    report = convert(tmp_path / "reg.joblib", tmp_path / "out", trust_pickle=True,
+                     to="onnx", eval=tmp_path / "heldout.npz",
                      latency_runs=5)
     with Model.load(report.variant("float").bundle) as m:
         assert m.manifest.task == "regression"
@@ -97,7 +99,8 @@ def test_double_precision_gives_float64_inputs_and_exact_probabilities(tmp_path:
     xtr, xte, ytr, _ = _split(load_breast_cancer)
     est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(xtr, ytr)
     joblib.dump(est, tmp_path / "m.joblib")
-    report = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", precision="double", latency_runs=3)
+    report = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True,
+                     to="onnx", precision="double", latency_runs=3)
     assert report.source["precision"] == "double"
     with Model.load(report.variant("float").bundle) as m:
         assert m.manifest.inputs[0].dtype == "float64"
@@ -113,7 +116,8 @@ def test_quantization_is_skipped_with_a_reason_for_trees(tmp_path: Path) -> None
     xtr, _xte, ytr, _yte = _split(load_wine)
     joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0).fit(xtr, ytr), tmp_path / "rf.joblib")
     np.save(tmp_path / "calib.npy", xtr)
-    report = convert(tmp_path / "rf.joblib", tmp_path / "out", trust_pickle=True, to="onnx", quantize=["fp16", "dynamic", "int8"],
+    report = convert(tmp_path / "rf.joblib", tmp_path / "out", trust_pickle=True,
+                     to="onnx", quantize=["fp16", "dynamic", "int8"],
                      calibration=[tmp_path / "calib.npy"], latency_runs=3)
     skipped = {v.variant: v.reason for v in report.variants if v.status == "skipped"}
     assert set(skipped) == {"fp16", "dynamic", "int8"}
@@ -214,5 +218,6 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2)
     with pytest.raises(ConversionError, match="--overwrite"):
         convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2)
-    again = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True, to="onnx", latency_runs=2, overwrite=True, version=2)
+    again = convert(tmp_path / "m.joblib", tmp_path / "out", trust_pickle=True,
+                    to="onnx", latency_runs=2, overwrite=True, version=2)
     assert open_bundle(again.variant("float").bundle).manifest.version == 2
