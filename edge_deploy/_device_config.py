@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from ._errors import DeployError, DeployInputError
 from ._firstboot import InstallFile
@@ -111,12 +111,13 @@ def device_config(
     model["bundle"] = bundle
 
     keys = list(trusted_keys)
+    listed = model.get("trusted_keys")
+    carry = bool(keys) or _is_str_list(listed)
     if keys:
-        if model.get("trusted_keys"):
+        if listed:
             log.info("%s: model.trusted_keys replaced by the keys given on the command line", config)
-    else:
-        keys = [_host_file(config, base, "model.trusted_keys", item, read_trusted_key)
-                for item in _str_list(model.get("trusted_keys"))]
+    elif _is_str_list(listed):
+        keys = [_host_file(config, base, "model.trusted_keys", item, read_trusted_key) for item in listed]
     key_paths: list[str] = []
     taken: set[str] = set()
     # The same key given twice (two copies, two flags) is pinned once.
@@ -129,7 +130,7 @@ def device_config(
         entry = InstallFile(f"keys/{name}", f"{DEVICE_KEYS_DIR}/{name}", *_PUBLIC)
         files.append(CardFile(entry, key.pem))
         key_paths.append(entry.device)
-    if keys or "trusted_keys" in model:
+    if carry:
         model["trusted_keys"] = key_paths
 
     token_file: str | None = None
@@ -226,9 +227,9 @@ def _section(doc: dict[str, Any], name: str, config: Path) -> dict[str, Any]:
     return value
 
 
-def _str_list(value: Any) -> list[str]:
-    # A wrong type is left in place for the agent's validation to name.
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+def _is_str_list(value: Any) -> TypeGuard[list[str]]:
+    # Anything else is left in place for the agent's validation to name.
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _host_file(config: Path, base: Path, key: str, value: str, read: Callable[[Path], _T]) -> _T:
