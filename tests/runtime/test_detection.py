@@ -304,3 +304,36 @@ def test_the_agent_health_check_passes_a_detector(shared_data: Path, tmp_path: P
         loaded.close()
     finally:
         bundle.close()
+
+
+def test_yolov5_head_multiplies_objectness_and_guessing_heads() -> None:
+    from edge_runtime import guess_head
+    from edge_runtime._detection import decode
+
+    out = np.zeros((1, 100, 5 + 3), np.float32)
+    out[0, 0] = [50, 40, 20, 10, 0.9, 0.1, 0.8, 0.1]  # objectness 0.9 x class 1 at 0.8 = 0.72
+    out[0, 1] = [10, 10, 4, 4, 0.2, 0.0, 0.0, 0.9]  # 0.18: under the threshold
+    cand = decode("yolov5", [out], box_format="cxcywh", box_units="pixels", input_size=(100, 100),
+                  score_threshold=0.25)
+    assert cand.classes.tolist() == [1]
+    assert cand.scores.tolist() == pytest.approx([0.72])
+    assert cand.boxes.tolist() == [[40.0, 35.0, 60.0, 45.0]]
+    assert guess_head([[1, 84, 8400]]) == "yolo"
+    assert guess_head([[1, 25200, 85]]) == "yolov5"
+    assert guess_head([[1, 8400, 84]], classes=80) == "yolo"  # the metadata's class count settles it
+    assert guess_head([[1, 10, 4], [1, 10], [1, 10], [1]]) == "ssd"
+    assert guess_head([[1, 1001]]) is None
+
+
+def test_ssd_outputs_in_another_order_are_recognised() -> None:
+    """TF2 exports list scores before classes; the values tell them apart."""
+    from edge_runtime._detection import decode
+
+    boxes = np.array([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]], np.float32)
+    scores = np.array([[0.9, 0.6]], np.float32)
+    classes = np.array([[3.0, 7.0]], np.float32)
+    count = np.array([2.0], np.float32)
+    cand = decode("ssd", [scores, boxes, count, classes], box_format="yxyx", box_units="normalized",
+                  input_size=(300, 300), score_threshold=0.5)
+    assert cand.classes.tolist() == [3, 7] and cand.scores.tolist() == pytest.approx([0.9, 0.6])
+    assert cand.boxes.tolist() == [[0.0, 0.0, 150.0, 150.0], [150.0, 150.0, 300.0, 300.0]]
