@@ -49,7 +49,7 @@ def resolve_measurement(fmt: str, *, profile: str | None, backend: str | None, t
             raise ConversionError(f"backend {backend!r} cannot run {fmt} models; it runs {', '.join(cls.formats)}")
         name = backend
     else:
-        usable = [c for c in backends_for(fmt, order) if c.available() and c.name != "opencv-dnn"]
+        usable = [c for c in backends_for(fmt, order) if c.available() and c.reads_io]
         if order:
             # The profile's own order first; a backend it does not list is not where it will run.
             listed = [c for c in usable if c.name in order]

@@ -15,9 +15,17 @@ from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ._errors import ProfileFormatError, ProfileNotFoundError
 
@@ -37,8 +45,10 @@ __all__ = [
 
 #: Normalised ``platform.machine()`` values a profile can target (see ``_detect.normalize_machine``).
 Arch = Literal["aarch64", "armv7l", "x86_64"]
-#: Backend names exactly as the runtime's backend registry spells them.
-BackendName = Literal["litert", "onnxruntime", "opencv-dnn"]
+#: A backend name as the runtime's backend registry (edge_runtime.backends.BACKEND_NAMES) spells it. Profiles
+#: sit below the runtime and cannot import its registry; tests/device_profiles checks every shipped profile
+#: against it, and the runtime skips a name it does not know.
+BackendName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")]
 Quantization = Literal["int8", "fp16", "dynamic", "none"]
 CameraKind = Literal["picamera2", "usb", "android", "none"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edge_runtime import Model, bench_model, load_image
+from edge_runtime.backends import BACKEND_NAMES
 
 from ._common import echo_json
 
@@ -18,7 +19,7 @@ __all__ = ["bench_cmd"]
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--backend", type=click.Choice(["litert", "onnxruntime", "opencv-dnn"]))
+@click.option("--backend", type=click.Choice(BACKEND_NAMES))
 @click.option("--threads", type=click.IntRange(min=1), help="Default: the device profile's.")
 @click.option("--profile", help="Device profile name (default: detected).")
 @click.option("--input", "input_image", type=click.Path(exists=True, dir_okay=False, path_type=Path),

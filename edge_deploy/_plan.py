@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device_profiles import Profile
+from edge_runtime.backends import BACKENDS
 
 __all__ = ["InstallPlan", "install_plan"]
 
@@ -38,15 +39,18 @@ def install_plan(profile: Profile) -> InstallPlan:
     name, arch, backends, camera = profile.name, profile.arch, profile.backends, profile.camera
     extras: list[str] = []
     optional: list[str] = []
-    if "litert" in backends:
-        if arch == "armv7l":
-            # ai-edge-litert publishes no 32-bit ARM wheel; tflite-runtime may exist on piwheels.
-            optional.append("tflite-runtime")
-        else:
-            extras.append("tflite")
-    if "onnxruntime" in backends and arch != "armv7l":
-        extras.append("onnx")
-    if "opencv-dnn" in backends or camera == "usb":
+    # What each backend needs comes from the runtime's registry (its extra, the architectures its
+    # library has no wheel for and what may stand in there); no backend name is tested here.
+    for backend in backends:
+        cls = BACKENDS.get(backend)
+        if cls is None:
+            continue
+        if arch in cls.no_wheel:
+            if cls.no_wheel[arch]:
+                optional.append(cls.no_wheel[arch])
+        elif cls.extra not in extras:
+            extras.append(cls.extra)
+    if camera == "usb" and "camera" not in extras:
         extras.append("camera")
     # The agent's own needs: MQTT, system metrics.
     extras.append("device")

@@ -61,8 +61,7 @@ def describe_model(path: str | Path, *, threads: int | None = 1) -> ModelDescrip
     fmt = model_format(p)
     errors: list[str] = []
     for cls in backends_for(fmt):
-        if not cls.available() or cls.name == "opencv-dnn":
-            # OpenCV cannot report input shapes, so it cannot describe a model on its own.
+        if not cls.available() or not cls.reads_io:
             continue
         try:
             be = cls.load(p, BackendOptions(threads=threads))

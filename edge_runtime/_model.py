@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _detection
 from ._bundle import Bundle, open_bundle
-from ._errors import BundleError, InputError
+from ._errors import BackendError, BundleError, InputError
 from ._imaging import ImagePreprocessor
 from ._manifest import Manifest, TensorSpec
 from ._record import Detection
@@ -65,7 +65,7 @@ def resolve_settings(profile: Any = None, threads: int | None = None) -> Runtime
     A missing or unreadable profile is not fatal: the runtime falls back to every backend in
     registry order and one thread per core.
     """
-    from .backends import DEFAULT_ORDER
+    from .backends import BACKEND_NAMES, DEFAULT_ORDER
 
     prof = None
     try:
@@ -83,6 +83,12 @@ def resolve_settings(profile: Any = None, threads: int | None = None) -> Runtime
     cores = os.cpu_count() or 1
     if prof is None:
         return RuntimeSettings(DEFAULT_ORDER, threads or cores, None)
+    for i, name in enumerate(prof.backends):
+        if name not in BACKEND_NAMES:
+            # Profiles sit below the runtime and cannot check names against its registry: here is where
+            # a typo in a user's profile file is caught, before any model is loaded.
+            raise BackendError(f"profile {prof.name}: backends[{i}]: unknown backend {name!r}; "
+                               f"known: {', '.join(repr(n) for n in BACKEND_NAMES)}")
     # A profile describes the usual board; this one may have fewer cores (a container, a cgroup).
     return RuntimeSettings(tuple(prof.backends), threads or min(prof.threads, cores), prof.name)
 
@@ -142,8 +148,8 @@ class Model:
         """The manifest must describe the model it ships: a mismatch means a broken or tampered bundle."""
         for kind, declared, actual in (("input", self.manifest.inputs, self.backend.inputs),
                                        ("output", self.manifest.outputs, self.backend.outputs)):
-            if type(self.backend).name == "opencv-dnn":
-                break  # OpenCV takes its specs from the manifest; nothing to compare
+            if not type(self.backend).reads_io:
+                break  # it took its specs from the manifest: nothing to compare
             if len(declared) != len(actual):
                 raise BundleError(f"{self.bundle.origin}: manifest lists {len(declared)} {kind}(s), "
                                   f"the model has {len(actual)}")

@@ -36,7 +36,9 @@ from pydantic import (
     model_validator,
 )
 
-from ..telemetry._config import validate_device_id
+from edge_runtime.backends import BACKEND_NAMES
+
+from ..telemetry import validate_device_id
 from ._errors import AgentConfigError
 
 __all__ = [
@@ -170,12 +172,20 @@ class ModelConfig(_Section):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     #: Ed25519 public keys (PEM) bundles must be signed with; empty means "do not check signatures"
     trusted_keys: list[Path] = Field(default_factory=list)
-    backend: Literal["litert", "onnxruntime", "opencv-dnn"] | None = None
+    #: one of the runtime's registered backends (edge_runtime.backends.BACKEND_NAMES)
+    backend: str | None = None
     threads: int | None = Field(None, ge=1, le=256)
     profile: str | None = None
     top_k: int | None = Field(None, ge=1, le=1000)
 
     _paths = field_validator("bundle", mode="after")(_resolve_path)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {v!r}; known: {', '.join(BACKEND_NAMES)}")
+        return v
 
     @field_validator("trusted_keys", mode="after")
     @classmethod

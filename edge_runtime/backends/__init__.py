@@ -17,6 +17,7 @@ from .opencv_dnn import OpenCVDnnBackend
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_NAMES",
     "DEFAULT_ORDER",
     "Backend",
     "BackendOptions",
@@ -33,8 +34,11 @@ BACKENDS: dict[str, type[Backend]] = {
     OpenCVDnnBackend.name: OpenCVDnnBackend,
 }
 
+#: every backend's name: the one list the CLI's choices, config validation and profile checks use
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+
 #: used when no device profile says otherwise
-DEFAULT_ORDER: tuple[str, ...] = ("litert", "onnxruntime", "opencv-dnn")
+DEFAULT_ORDER: tuple[str, ...] = BACKEND_NAMES
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -76,6 +76,14 @@ class Backend(ABC):
     modules: ClassVar[tuple[str, ...]]
     #: what to run when none of them is installed
     install_hint: ClassVar[str]
+    #: the edge-runtime extra that installs it (what a device install plan asks pip for)
+    extra: ClassVar[str]
+    #: CPU architectures (``uname -m``) for which its library publishes no wheel, mapped to a pip package that
+    #: may stand in there ("" for none): a 32-bit Raspberry Pi gets neither ai-edge-litert nor onnxruntime
+    no_wheel: ClassVar[dict[str, str]] = {}
+    #: whether it reads input/output specs from the model file; OpenCV DNN cannot, and takes them from the
+    #: manifest, so it can neither describe a bare model nor be checked against a manifest
+    reads_io: ClassVar[bool] = True
 
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]

@@ -28,6 +28,8 @@ class LiteRTBackend(Backend):
     formats: ClassVar[tuple[str, ...]] = ("tflite",)
     modules: ClassVar[tuple[str, ...]] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
     install_hint: ClassVar[str] = "pip install 'edge-runtime[tflite]'  (installs ai-edge-litert)"
+    extra: ClassVar[str] = "tflite"
+    no_wheel: ClassVar[dict[str, str]] = {"armv7l": "tflite-runtime"}
 
     def __init__(self, interpreter: Any, library: str, version: str, threads: int | None) -> None:
         self._it = interpreter

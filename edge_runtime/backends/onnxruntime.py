@@ -31,6 +31,8 @@ class OnnxRuntimeBackend(Backend):
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
     modules: ClassVar[tuple[str, ...]] = ("onnxruntime",)
     install_hint: ClassVar[str] = "pip install 'edge-runtime[onnx]'  (installs onnxruntime)"
+    extra: ClassVar[str] = "onnx"
+    no_wheel: ClassVar[dict[str, str]] = {"armv7l": ""}
 
     def __init__(self, session: Any, errors: tuple[type[BaseException], ...], version: str,
                  threads: int | None) -> None:

@@ -26,6 +26,8 @@ class OpenCVDnnBackend(Backend):
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
     modules: ClassVar[tuple[str, ...]] = ("cv2",)
     install_hint: ClassVar[str] = "pip install 'edge-runtime[camera]'  (installs opencv-python-headless)"
+    extra: ClassVar[str] = "camera"
+    reads_io: ClassVar[bool] = False
 
     def __init__(self, net: Any, cv2: Any, options: BackendOptions) -> None:
         self._net = net
@@ -121,3 +123,4 @@ class OpenCVDnnBackend(Backend):
 
     def library_version(self) -> str:
         return f"opencv {self._cv2.__version__}"
+

@@ -66,10 +66,18 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 def test_unknown_backend_names_the_list_position(tmp_path):
+    # Profiles cannot see the runtime's backend registry (they sit below it); the runtime refuses the
+    # name when it reads the profile, before loading anything.
+    from edge_runtime import BackendError
+    from edge_runtime._model import resolve_settings
+
     text = GOOD.replace(
         'backends = ["litert", "onnxruntime", "opencv-dnn"]', 'backends = ["litert", "tensorrt"]'
     )
-    _, message = broken(tmp_path, text)
+    profile = read_profile(write(tmp_path, text, "my-board"))
+    with pytest.raises(BackendError) as info:
+        resolve_settings(profile)
+    message = str(info.value)
     assert "backends[1]:" in message and "'onnxruntime'" in message and "tensorrt" in message
 
 
