@@ -67,8 +67,6 @@ def format_record(rec: Record, root: Path | None = None) -> str:
             parts.append(f"{n} object{'s' if n != 1 else ''}: {best}{more}")
     elif top_k:
         parts.append(click.style(top_k[0]["label"], bold=True) + f" {_score(top_k[0]['score'])}")
-        if len(top_k) > 1:
-            parts.append("(" + ", ".join(f"{t['label']} {_score(t['score'])}" for t in top_k[1:3]) + ")")
     elif top_k is not None:
         parts.append("no label above the threshold")
     if values is not None:
