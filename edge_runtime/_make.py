@@ -295,9 +295,12 @@ def detection_settings(
         box_units = "normalized"  # Ultralytics' TFLite exports give boxes in 0-1 of the input
     if labels_list is None and meta_labels:
         labels_list = list(meta_labels)
-        if head == "ssd" and labels_list and labels_list[0].strip().lower() in _BACKGROUND:
-            labels_list = labels_list[1:]  # SSD class ids start at the first real class
         log.info("%s: %d labels from the model's metadata", model_file, len(labels_list))
+    if head == "ssd" and labels_list and labels_list[0].strip().lower() in _BACKGROUND:
+        # TF label maps start with the background class, which SSD class ids skip: id 0 is line 2
+        log.info("%s: label map starts with the background %r; class 0 is %r", model_file, labels_list[0],
+                 labels_list[1] if len(labels_list) > 1 else None)
+        labels_list = labels_list[1:]
     if ultralytics and labels_list is not None:
         classes = min(shapes[0][1], shapes[0][2]) - (4 if head == "yolo" else 5)
         if classes != len(labels_list):

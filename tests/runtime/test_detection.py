@@ -337,3 +337,14 @@ def test_ssd_outputs_in_another_order_are_recognised() -> None:
                   input_size=(300, 300), score_threshold=0.5)
     assert cand.classes.tolist() == [3, 7] and cand.scores.tolist() == pytest.approx([0.9, 0.6])
     assert cand.boxes.tolist() == [[0.0, 0.0, 150.0, 150.0], [150.0, 150.0, 300.0, 300.0]]
+
+
+def test_an_ssd_label_map_with_its_background_line(shared_data: Path, tmp_path: Path) -> None:
+    """A TensorFlow label map given with --labels starts with "???": SSD class 0 is its second line."""
+    labels = (detection_dir(shared_data) / "labels" / "coco90_labelmap.txt").read_text().splitlines()
+    model = detection_dir(shared_data) / "models" / "ssd_mobilenet_v1_coco.tflite"
+    b = open_bundle(make_bundle(model, tmp_path / "b", task="detection", labels=["???", *labels]))
+    try:
+        assert b.labels() == labels
+    finally:
+        b.close()
