@@ -40,7 +40,6 @@ __all__ = ["ModelOptions", "check_rules", "health_check", "load_model", "predict
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 #: manifest.metrics key mapping a sample file to the top-1 label it must give (optional)
 EXPECTED_KEY = "sample_top1"
 
