@@ -35,12 +35,14 @@ Guarantees and why they hold:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import random
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,7 @@ from edge_device.telemetry import (
     backoff_delay,
     create_client,
     topic_for,
+    validate_device_id,
 )
 from edge_runtime import describe_validation_error, first_line, utc_now
 
@@ -77,7 +80,7 @@ from ..db import (
 from ._parse import ROW_BUILDERS, Parsed, Rejected, as_time, parse_message, salvage_key
 
 if TYPE_CHECKING:
-    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage, MQTTMessageInfo
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -113,6 +116,17 @@ class IngestConfig(BaseModel):
     #: publish confirmations on edge/D/cmd/ack after each commit, and announce on edge/D/cmd/ingest that
     #: this ingester serves D (devices with confirm="auto" then wait for the confirmations)
     confirm: bool = True
+    #: devices to announce to as soon as the subscriptions stand, before hearing from them (e.g. the
+    #: broker's devices file): a new device then waits for confirmations from its first message on,
+    #: even while this ingester is down; the others are announced to when their first message arrives
+    devices: tuple[str, ...] = ()
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for device_id in v:
+            validate_device_id(device_id)
+        return v
 
     @field_validator("client_id")
     @classmethod
@@ -191,6 +205,8 @@ class Ingester:
         # devices announced to on the current connection; replaced (not cleared) on each connect, so
         # the writer thread never sees a set being emptied under it
         self._announced: set[str] = set()
+        self._announce_listed = threading.Event()
+        self._announcing: list[MQTTMessageInfo] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,6 +241,12 @@ class Ingester:
         if self._writer.is_alive():
             self._writer.join(timeout)
         if self._client is not None:
+            # An announcement still on its way must reach the broker: its devices rely on it to
+            # keep their rows while this ingester is away.
+            for info in self._announcing:
+                if self._client.is_connected():
+                    with contextlib.suppress(RuntimeError, ValueError):  # not sent at all: nothing to wait for
+                        info.wait_for_publish(min(timeout, 5.0))
             self._client.disconnect()
             self._client.loop_stop()
         self.stats.connected = False
@@ -262,6 +284,7 @@ class Ingester:
             self.stats.last_error = f"the broker refused the subscription to {', '.join(refused)} (check the ACL)"
             log.error("ingest: %s", self.stats.last_error)
         self._connected.set()
+        self._announce_listed.set()
 
     def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
                        properties: Properties | None) -> None:
@@ -283,10 +306,13 @@ class Ingester:
 
     def _write_loop(self) -> None:
         while True:
+            if self._announce_listed.is_set():
+                self._announce_listed.clear()
+                self._announce(self.config.devices)
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
-                if self._stop.is_set():
+                if self._stop.is_set() and not self._announce_listed.is_set():
                     return
                 continue
             batch = [first]
@@ -305,7 +331,7 @@ class Ingester:
             return False
         self._ack([m for m, _ in items])
         self._confirm(confirms)
-        self._announce(items)
+        self._announce(p.device_id for _, p in items if isinstance(p, Parsed))
         return True
 
     def _parse(self, m: _Incoming) -> Parsed | Rejected:
@@ -510,22 +536,24 @@ class Ingester:
             self._client.publish(f"edge/{device_id}/cmd/ack", payload, qos=1)
             self.stats.confirms_sent += 1
 
-    def _announce(self, items: list[tuple[_Incoming, Parsed | Rejected]]) -> None:
-        """Tell each device seen in this batch, once per connection, that this ingester serves it.
+    def _announce(self, device_ids: Iterable[str]) -> None:
+        """Tell each device, once per connection, that this ingester serves it: those of a batch
+        just committed, and the configured ones once the subscriptions stand.
 
-        Only after a commit: by then the subscriptions are in place, so a device that switches to
+        Only then: the subscriptions are in place, so a device that switches to
         waiting for confirmations is one whose messages reach this ingester's session.
         """
         if not self.config.confirm or self._client is None:
             return
         announced = self._announced
-        for device_id in dict.fromkeys(p.device_id for _, p in items if isinstance(p, Parsed)):
+        for device_id in dict.fromkeys(device_ids):
             if device_id in announced:
                 continue
             payload = IngestAnnouncement.model_validate(
                 {"schema": SCHEMA_VERSION, "ingester": self.config.service_name, "ts": utc_now()})
-            self._client.publish(topic_for(device_id, INGEST_ANNOUNCE_LEAF),
-                                 payload.model_dump_json(by_alias=True), qos=1, retain=True)
+            info = self._client.publish(topic_for(device_id, INGEST_ANNOUNCE_LEAF),
+                                        payload.model_dump_json(by_alias=True), qos=1, retain=True)
+            self._announcing = [i for i in self._announcing if not i.is_published()] + [info]
             announced.add(device_id)
             self.stats.announcements += 1
             log.debug("ingest: announced on %s", topic_for(device_id, INGEST_ANNOUNCE_LEAF))

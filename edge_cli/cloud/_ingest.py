@@ -43,6 +43,10 @@ __all__ = ["ingest_cmd"]
 @click.option("--no-confirm", is_flag=True,
               help="Do not publish confirmations on edge/D/cmd/ack nor announce this ingester on edge/D/cmd/ingest "
                    "(devices then delete rows at the broker's PUBACK; `--retire` first if it confirmed before).")
+@click.option("--devices", "devices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The fleet's devices file (as for `edge cloud broker-config`): announce this ingester to every "
+                   "device in it at once, so a new device keeps its records for the ingester from its first message "
+                   "on, even if the ingester is down then. Other devices are announced to at their first message.")
 @click.option("--retire", is_flag=True,
               help="Do not ingest: remove this ingester for good. Clears its retained announcements, so devices "
                    "delete rows at the broker's PUBACK again, and drops its session on the broker. Stop it first.")
@@ -50,7 +54,8 @@ __all__ = ["ingest_cmd"]
               help="Print counters to stderr every N seconds (0: only at the end).")
 def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | None, username: str | None,
                password_file: Path | None, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
-               max_payload_bytes: int, no_confirm: bool, retire: bool, stats_interval: float) -> None:
+               max_payload_bytes: int, no_confirm: bool, devices_file: Path | None, retire: bool,
+               stats_interval: float) -> None:
     """Subscribe to every device's telemetry, metrics, events and status and write them to the database.
 
     Each message is acknowledged to the broker only after its database commit, duplicates are
@@ -72,7 +77,7 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
     """
     from pydantic import ValidationError
 
-    from cloud_sync.ingest import IngestConfig, Ingester
+    from cloud_sync.ingest import IngestConfig, Ingester, load_devices_file
     from cloud_sync.ingest import retire as retire_ingester
 
     try:
@@ -82,7 +87,9 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
     except ValidationError as exc:
         raise IngestError(describe_validation_error(exc, "broker settings")) from exc
     config = IngestConfig.build(mqtt=mqtt, db_url=db_url, client_id=client_id, share_group=share_group,
-                                max_payload_bytes=max_payload_bytes, confirm=not no_confirm)
+                                max_payload_bytes=max_payload_bytes, confirm=not no_confirm,
+                                devices=tuple(d.id for d in load_devices_file(devices_file).devices)
+                                if devices_file else ())
     if retire:
         cleared = retire_ingester(config)
         click.echo(f"ingest: retired {config.service_name} on {mqtt.safe_url}: cleared the announcement of "

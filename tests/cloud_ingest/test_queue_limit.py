@@ -17,7 +17,9 @@ def test_default_queue_limit_drops_at_the_broker_but_nothing_is_lost(
         tmp_path: Path, broker: Mosquitto, make_ingester, make_device) -> None:
     assert "max_queued_messages" not in broker.conf.read_text()  # Mosquitto's default: 1000
     db = f"sqlite:///{tmp_path / 'cloud.db'}"
-    make_ingester(broker.url, db).stop()  # the session exists; the ingester is gone
+    # The session exists and the devices are announced (as `edge cloud ingest --devices fleet.toml`
+    # does), so they wait for confirmations from their first message on; then the ingester is gone.
+    make_ingester(broker.url, db, devices=tuple(f"dev{d}" for d in range(DEVICES))).stop()
     devices = [
         make_device(broker.url, f"dev{d}", delivery={"window": 1000, "confirm_timeout_s": 2.0},
                     batch={"max_records": 1, "linger_s": 0.0})
@@ -29,6 +31,7 @@ def test_default_queue_limit_drops_at_the_broker_but_nothing_is_lost(
     # 1500 one-record messages for a session that may queue 1000: the broker has to drop
     wait_for(lambda: "Outgoing messages are being dropped for client edge-ingest" in broker.log_text(), 60,
              "Mosquitto to drop messages for the ingester's session")
+    assert all(t.publisher.stats.delivery_mode == "ingester" for t in devices)
     ing = make_ingester(broker.url, db)
     for d in range(DEVICES):
         wait_cloud_count(ing.engine, f"dev{d}", PER_DEVICE, timeout=120)

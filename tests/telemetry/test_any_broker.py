@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from tests.support.telemetry import frame
 #: does not depend on it (the device keeps every row until the ingester confirms it), so a soak run
 #: can set EDGE_TEST_INGEST_DOWN_S=600.
 INGEST_DOWN_S = float(os.environ.get("EDGE_TEST_INGEST_DOWN_S", "4"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Plain:
@@ -279,3 +283,26 @@ def test_the_generated_acl_lets_the_ingester_announce_and_retire(tmp_path: Path,
         ing.stop()
         assert retire(IngestConfig(mqtt=ing_mqtt)) == ["greenhouse.1"]
         wait_for(lambda: tel.publisher.stats.delivery_mode == "broker", 20, "the device to see the retirement")
+
+
+def test_cli_announces_the_fleet_at_start_and_retire_clears_it(tmp_path: Path, broker: Mosquitto) -> None:
+    """`edge cloud ingest --devices fleet.toml` announces itself to every listed device before any of
+    them spoke; after it stops the announcements stay; `--retire` clears them."""
+    (tmp_path / "fleet.toml").write_text('[[devices]]\nid = "cam-1"\n\n[[devices]]\nid = "cam.2"\n')
+    base = [sys.executable, "-m", "edge_cli", "cloud", "ingest", "--mqtt", broker.url,
+            "--db", f"sqlite:///{tmp_path / 'cloud.db'}", "--stats-interval", "0"]
+    proc = subprocess.Popen([*base, "--devices", str(tmp_path / "fleet.toml")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: all(retained(broker.port, f"edge/{d}/cmd/ingest") for d in ("cam-1", "cam.2"))
+                 or proc.poll() is not None, 30, "the announcements")
+        assert proc.poll() is None, proc.communicate()[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert retained(broker.port, "edge/cam.2/cmd/ingest") is not None  # stopping is not retiring
+    r = subprocess.run([*base, "--retire"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "cleared the announcement of 2 device(s): cam-1, cam.2" in r.stderr
+    assert retained(broker.port, "edge/cam-1/cmd/ingest") is None
+    assert retained(broker.port, "edge/cam.2/cmd/ingest") is None
