@@ -41,8 +41,9 @@ _LIBRARY_LOGGERS = ("absl", "tensorflow", "h5py", "jax", "torch", "onnxruntime",
 _WARNING_MODULES = r"(tensorflow|keras|tf_keras|tf2onnx|torch|onnx|onnxruntime|onnxscript|skl2onnx|jax|absl)(\.|$)"
 
 # What the native runtimes print on their own at load: LiteRT's "INFO: ..." and glog/absl's
-# "I1201 12:00:00.000000 ..." / "W0000 ..." info and warning lines.
-_CHATTER = re.compile(r"^(INFO: |VERBOSE: |[IW]\d{4} [\d:.]+ )")
+# "I1201 12:00:00.000000 ..." / "W0000 ..." info and warning lines, and absl's preamble (TensorFlow
+# 2.16+ logs through absl before anything initialises it, which TF_CPP_MIN_LOG_LEVEL does not reach).
+_CHATTER = re.compile(r"^(INFO: |VERBOSE: |[IW]\d{4} [\d:.]+ |WARNING: All log messages before absl::InitializeLog)")
 
 
 def verbosity() -> int:
