@@ -217,7 +217,8 @@ def test_edge_convert_bundles_pass_the_default_policy(tmp_path: Path, release_ke
     bundles = []
     for version in (1, 2):
         out = tmp_path / f"out-v{version}"
-        r = edge("convert", tmp_path / "wine.joblib", "--to", "onnx", "--eval", tmp_path / "heldout.npz",
+        r = edge("convert", tmp_path / "wine.joblib", "--trust-pickle",
+                 "--to", "onnx", "--eval", tmp_path / "heldout.npz",
                  "--runs", "2", "--version", version, "-o", out, "--json")
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)
@@ -237,14 +238,16 @@ def test_edge_convert_bundles_pass_the_default_policy(tmp_path: Path, release_ke
     assert r.returncode == 0, r.stderr
     assert "installed v2 (health check passed on 3 sample(s))" in r.stdout
     # --expires none and --samples 0 are allowed, and the report says what a device will do with them
-    r = edge("convert", tmp_path / "wine.joblib", "--to", "onnx", "--eval", tmp_path / "heldout.npz", "--runs", "2",
+    r = edge("convert", tmp_path / "wine.joblib", "--trust-pickle",
+             "--to", "onnx", "--eval", tmp_path / "heldout.npz", "--runs", "2",
              "--samples", "0", "--expires", "none", "-o", tmp_path / "bare", "--json")
     assert r.returncode == 0, r.stderr
     warnings = json.loads(r.stdout)["warnings"]
     assert any("no samples (--samples 0)" in w for w in warnings) and any("no expiry" in w for w in warnings)
     m = open_bundle(tmp_path / "bare" / "wine-onnx-float").manifest
     assert m.samples == [] and m.expires is None
-    r = edge("convert", tmp_path / "wine.joblib", "--to", "onnx", "--expires", "2001-01-01", "-o", tmp_path / "x")
+    r = edge("convert", tmp_path / "wine.joblib", "--trust-pickle",
+             "--to", "onnx", "--expires", "2001-01-01", "-o", tmp_path / "x")
     assert r.returncode == 2 and "Invalid value for --expires" in r.stderr and "in the past" in r.stderr
 
 
