@@ -68,3 +68,13 @@ def test_summary_names_files_not_stdout(tmp_path: Path) -> None:
         o.write({**BASE, "top_k": [{"label": "cat", "score": 0.8}]})  # type: ignore[typeddict-item]
         o.close()
     assert summary_lines(outs) == [f"wrote {tmp_path / 'a.jsonl'} (JSON lines): 1 record, 0 errors"]
+
+
+def test_terminal_names_files_relative_to_the_folder_or_glob(tmp_path: Path) -> None:
+    from edge_cli._run import _display_root
+
+    assert _display_root(str(tmp_path)) == tmp_path
+    assert _display_root("photos/2024/*.jpg") == Path("photos/2024")
+    assert _display_root("*.png") is None and _display_root(str(tmp_path / "one.png")) is None
+    rec: Record = {**BASE, "source": "photos/2024/a/b.jpg", "top_k": [{"label": "cat", "score": 0.5}]}  # type: ignore[typeddict-item]
+    assert plain(format_record(rec, _display_root("photos/2024/**/*.jpg"))).startswith("a/b.jpg ")
