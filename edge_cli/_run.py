@@ -7,12 +7,16 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from edge_runtime import AnnotatedImageSink, Model, Pipeline, Sink, load_public_key
 from edge_runtime.backends import BACKEND_NAMES
 from edge_runtime.sources import open_source
+
+if TYPE_CHECKING:
+    from edge_runtime.preview import PreviewServer
 
 from ._output import CountedOutput, StdoutSink, open_outputs, summary_lines
 from ._quiet import native_stderr_filtered
@@ -37,6 +41,10 @@ __all__ = ["run_cmd"]
               help="Detection: per-class NMS IoU threshold (default: the manifest's iou_threshold).")
 @click.option("--save-annotated", type=click.Path(file_okay=False, path_type=Path),
               help="Detection: also write each image with its boxes and labels drawn, as DIR/NAME.png.")
+@click.option("--preview", "preview_at", metavar="[HOST:]PORT",
+              help="Serve a live page with the annotated stream (MJPEG) and the latest detections at "
+                   "http://HOST:PORT/ (host default 127.0.0.1; 0.0.0.0 for the network, unauthenticated). "
+                   "Only the newest frame is kept: a slow viewer never slows inference.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N frames.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Force a backend (default: the device profile's order).")
@@ -71,7 +79,8 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
             workers: int | None, summary: bool, mqtt_url: str | None, device_id: str | None,
             outbox: Path | None, mqtt_username: str | None, mqtt_password_file: Path | None,
             mqtt_ca: Path | None, mqtt_cert: Path | None, mqtt_key: Path | None, confirm: str,
-            conf: float | None = None, iou: float | None = None, save_annotated: Path | None = None) -> None:
+            conf: float | None = None, iou: float | None = None, save_annotated: Path | None = None,
+            preview_at: str | None = None) -> None:
     """Run BUNDLE on a source: one line per frame, one record per frame in every output.
 
     On a terminal each frame is a readable line (source, result, milliseconds) and the run ends
@@ -131,10 +140,16 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
     annotated = AnnotatedImageSink(save_annotated) if save_annotated is not None else None
     if annotated is not None:
         sinks.append(annotated)
-    pipe = Pipeline(model, src, sinks, limit=limit, workers=workers)
+    preview = _start_preview(preview_at) if preview_at is not None else None
+    pipe = Pipeline(model, src, sinks, limit=limit, workers=workers,
+                    on_frame=preview.publish if preview is not None else None)
     pipe_ref.append(pipe)
     _stop_on_sigterm(pipe)
-    stats = pipe.run()
+    try:
+        stats = pipe.run()
+    finally:
+        if preview is not None:
+            preview.close()
     src.close()
     model.close()
     if summary:
@@ -151,6 +166,18 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         sys.exit(130)
     if stats.frames == 0 and stats.errors > 0:
         sys.exit(1)
+
+
+def _start_preview(spec: str) -> PreviewServer:
+    from edge_runtime.preview import PreviewError, PreviewServer, parse_listen
+
+    try:
+        host, port = parse_listen(spec)
+        preview = PreviewServer(host, port).start()
+    except PreviewError as exc:
+        raise click.BadParameter(str(exc), param_hint="--preview") from exc
+    click.echo(f"preview: {preview.url}", err=True)
+    return preview
 
 
 def _stop_on_sigterm(pipe: Pipeline) -> None:

@@ -151,6 +151,7 @@ class Pipeline:
         predictor: Predictor | None = None,
         on_record: Callable[[Record], None] | None = None,
         decode: str = "auto",
+        on_frame: Callable[[Record, Any], None] | None = None,
     ) -> None:
         self._model = model
         self._next_model: Model | None = None
@@ -167,6 +168,9 @@ class Pipeline:
         self.decode = decode
         self.predictor = predictor
         self.on_record = on_record
+        #: gets each record with its frame's decoded pixels (the live preview); it must not block.
+        #: Set, it keeps image decoding in this process (threads), where the pixels are.
+        self.on_frame = on_frame
         self.stats = PipelineStats()
         self._stop = threading.Event()
 
@@ -224,7 +228,7 @@ class Pipeline:
         return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
 
     def _use_processes(self) -> bool:
-        if self.decode == "thread":
+        if self.decode == "thread" or self.on_frame is not None:
             return False
         pre = self._model.manifest.preprocess
         if pre.kind != "image" or not isinstance(self.source, ImageFilesSource):
@@ -345,6 +349,8 @@ class Pipeline:
                 self.stats.errors += 1
         if self.on_record is not None:
             self.on_record(rec)
+        if self.on_frame is not None:
+            self.on_frame(rec, frame.data)
         writer.put(rec)
 
     @staticmethod
