@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("edge_cli._keys:sign_cmd", "Sign a bundle with a private key."),
     "verify": ("edge_cli._keys:verify_cmd", "Verify a bundle's hashes and signature."),
     "run": ("edge_cli._run:run_cmd", "Run a bundle on images, video, a camera or tabular rows."),
+    "batch": ("edge_cli._batch:batch_cmd", "Run a bundle over many images into SQLite, PostgreSQL or Parquet (Ray)."),
     "bench": ("edge_cli._bench:bench_cmd", "Measure latency and throughput against the raw backend."),
     "convert": ("edge_cli._convert:convert_cmd", "Convert and quantize a model, measure each variant, recommend one."),
     "profiles": ("edge_cli._profiles:profiles_group", "List, show and detect device profiles."),
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("edge_cli.cloud._registry:publish_cmd", "Upload a signed bundle to the cloud registry."),
     "registry": ("edge_cli.cloud._registry:registry_group", "List, promote and roll back registry models."),
     "devices": ("edge_cli.cloud._devices:devices_group", "Register (one token each), list and revoke devices."),
+    "worker": ("edge_cli._worker:worker_cmd", "Answer inference requests from a RabbitMQ queue (streaming)."),
 }
 
 

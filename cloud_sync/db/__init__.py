@@ -14,6 +14,7 @@ and the ingester at start-up) and ``edge cloud db upgrade`` bring a database to 
 >>> engine = make_engine("postgresql://ingest@db/edge")          # doctest: +SKIP
 """
 
+from ._batch_tables import batch_predictions
 from ._engine import make_engine, normalize_url
 from ._migrate import MIGRATIONS, alembic_config, current_revision, head_revision, upgrade
 from ._service_tables import (
@@ -37,6 +38,7 @@ from ._tables import (
 __all__ = [
     "MIGRATIONS",
     "alembic_config",
+    "batch_predictions",
     "current_revision",
     "fleet_devices",
     "fleet_samples",

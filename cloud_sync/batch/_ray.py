@@ -1,0 +1,133 @@
+"""The Ray engine: Ray Data over a pool of actors, each holding one loaded model.
+
+The driver turns the pending inputs into a dataset of keys (``ray.data.from_items``, one block per
+batch) and maps it with ``map_batches(_RayPredictor, concurrency=workers, num_cpus=threads)``: Ray
+starts ``workers`` actors, each loads (and verifies) the bundle once, and each batch of keys comes
+back as an Arrow table of rows, read, decoded and predicted on the actor. The driver iterates the
+output as it streams (``iter_batches``) and hands each block to the output, so rows reach the
+database while the job runs and a killed job loses at most the blocks in flight.
+
+Without ``address`` a Ray instance is started on this machine (and stopped at the end); with it,
+the job runs on that cluster, and the bundle travels to the actors as bytes (the workers need not
+see the driver's files). Inputs are read where the actors run: S3 and URLs work anywhere, local
+paths only where the workers see the same files (this machine, or a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_runtime import is_archive, pack_bundle
+
+from ._engine import EngineOptions
+from ._errors import BatchError
+from ._inputs import InputItem
+from ._predictor import ROW_COLUMNS, BatchPredictor, PredictorSpec, Row
+
+__all__ = ["RayEngine"]
+
+log = logging.getLogger(__name__)
+
+
+def _row_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("source_key", pa.string()), ("model_name", pa.string()), ("model_version", pa.int64()),
+        ("ts", pa.string()), ("backend", pa.string()), ("top_label", pa.string()),
+        ("top_score", pa.float64()), ("detections", pa.string()), ("values", pa.string()),
+        ("latency_ms", pa.float64()), ("error", pa.string()), ("record", pa.string()),
+    ])
+
+
+class _RayPredictor:
+    """The actor class: one model per actor, loaded in the constructor."""
+
+    def __init__(self, spec: PredictorSpec) -> None:
+        self.predictor = BatchPredictor(spec)
+        self.schema = _row_schema()
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        items = [InputItem(str(k), int(f)) for k, f in
+                 zip(batch.column("key").to_pylist(), batch.column("frame").to_pylist(), strict=True)]
+        rows = self.predictor.predict_items(items)
+        return pa.Table.from_pylist(list(rows), schema=self.schema)
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, options: EngineOptions) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise BatchError("--engine ray needs Ray Data: pip install 'edge-runtime[batch]'") from exc
+        self.options = options
+        self._ray = ray
+        self._started = False
+
+    def _init(self, threads: int) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return  # the caller's session (tests, a notebook): use it, leave it running
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING}
+        try:
+            if self.options.address is not None:
+                ray.init(address=self.options.address, **kwargs)
+            else:
+                cpus = self.options.num_cpus or self.options.workers * threads
+                ray.init(num_cpus=cpus, object_store_memory=self.options.object_store_memory, **kwargs)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray has no one base
+            where = self.options.address or "this machine"
+            raise BatchError(f"cannot start Ray on {where}: {exc}") from exc
+        self._started = True
+
+    def run(self, items: Sequence[InputItem], spec: PredictorSpec) -> Iterator[list[Row]]:
+        threads = spec.threads or 1
+        self._init(threads)
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        if self.options.address is not None and spec.bundle_archive is None:
+            spec = _with_archive(spec)
+        bs = self.options.batch_size
+        ds: Any = self._ray.data.from_items([{"key": it.key, "frame": it.frame} for it in items],
+                                       override_num_blocks=max(1, -(-len(items) // bs)))
+        ds = ds.map_batches(_RayPredictor, fn_constructor_kwargs={"spec": spec}, batch_size=bs,
+                            batch_format="pyarrow", concurrency=self.options.workers, num_cpus=threads)
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows = table.select(list(ROW_COLUMNS)).to_pylist()
+                if rows:
+                    yield rows
+        except Exception as exc:
+            if isinstance(exc, BatchError):
+                raise
+            msg = str(exc).strip().splitlines()
+            raise BatchError(f"the Ray job failed: {type(exc).__name__}: {msg[-1] if msg else ''}") from exc
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+def _with_archive(spec: PredictorSpec) -> PredictorSpec:
+    """The bundle as .tar.gz bytes, for actors that cannot read the driver's files."""
+    from dataclasses import replace
+
+    src = Path(spec.bundle)
+    if src.is_file() and is_archive(src):
+        return replace(spec, bundle_archive=src.read_bytes())
+    with tempfile.TemporaryDirectory(prefix="edge-batch-") as tmp:
+        archive = pack_bundle(src, Path(tmp) / "bundle.tar.gz")
+        return replace(spec, bundle_archive=archive.read_bytes())
