@@ -13,6 +13,12 @@ reason::
     confident        cascade: the local top score reached the threshold
     below-threshold  cascade: the local top score was low, the cloud answered
 
+For a detection model the cascade's local confidence is the best detection's score, and 0 when
+the frame has no detection at all (nothing found is no reason to be sure), so the cloud is asked
+for both. The cloud's answer must then carry ``detections`` (``[{label, score, box}]``, boxes in
+pixels of the frame sent, which is the original frame); a cloud that answers a detector's frame
+with labels only has not answered it (``cloud-error``), so a stream's records keep one kind.
+
 Deadlines: a frame never waits on the network longer than ``deadline_ms``. In online mode the
 local model runs while the cloud call is in flight, so a slow or dead cloud costs a frame at most
 its deadline, and once the breaker opens it costs nothing at all; the local frame rate is the
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import random
 import threading
 import time
@@ -34,7 +41,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from edge_runtime import EdgeError, Model, ModelRef, Prediction, Record, error_record, make_record, utc_now
+from edge_runtime import Detection, EdgeError, Model, ModelRef, Prediction, Record, error_record, make_record, utc_now
 from edge_runtime.sources import Frame
 
 from ._config import BreakerConfig, RouterConfig
@@ -191,7 +198,7 @@ class Router:
     def _online(self, model: Model, frame: Frame, tensors: list[np.ndarray]) -> Record:
         t0 = time.perf_counter()
         allowed = self.breaker.allow()
-        started = self._submit(frame) if allowed else None
+        started = self._submit(frame, _is_detector(model)) if allowed else None
         local = self._local(model, frame, tensors)  # runs while the cloud call is in flight
         if not allowed:
             return self._finish(local, "breaker-open")
@@ -205,8 +212,7 @@ class Router:
 
     def _cascade(self, model: Model, frame: Frame, tensors: list[np.ndarray]) -> Record:
         local = self._local(model, frame, tensors)
-        top = local.get("top_k")
-        score = top[0]["score"] if top else (None if "error" not in local else 0.0)
+        score = _confidence(local)
         if score is not None and score >= self.config.threshold:
             return self._finish(local, "confident")
         if "values" in local and "error" not in local:
@@ -214,7 +220,7 @@ class Router:
         if not self.breaker.allow():
             return self._finish(local, "breaker-open", local_score=score)
         t0 = time.perf_counter()
-        started = self._submit(frame)
+        started = self._submit(frame, _is_detector(model))
         if started is None:
             return self._finish(local, "cloud-busy", cloud_wait_ms=0.0, local_score=score)
         fut, call = started
@@ -250,7 +256,7 @@ class Router:
             rec["suspect"] = "non-finite or empty output"
         return rec
 
-    def _submit(self, frame: Frame) -> tuple[Future[Record], _Call] | None:
+    def _submit(self, frame: Frame, detector: bool = False) -> tuple[Future[Record], _Call] | None:
         """Start a cloud call (the breaker already allowed it); None when every slot is busy."""
         if not self._in_flight.acquire(blocking=False):
             self.breaker.release()
@@ -258,7 +264,7 @@ class Router:
         assert self._pool is not None
         call = _Call(self.breaker)
         try:
-            fut = self._pool.submit(self._call_cloud, frame, call)
+            fut = self._pool.submit(self._call_cloud, frame, call, detector)
         except RuntimeError:  # the pool is shut down: the agent is stopping
             self._in_flight.release()
             self.breaker.release()
@@ -271,7 +277,7 @@ class Router:
         if fut.cancelled():
             call.abandon()
 
-    def _call_cloud(self, frame: Frame, call: _Call) -> Record:
+    def _call_cloud(self, frame: Frame, call: _Call, detector: bool = False) -> Record:
         """Runs on a cloud thread: encode, ask, read the answer."""
         assert self.cloud is not None
         t0 = time.perf_counter()
@@ -284,7 +290,7 @@ class Router:
         try:
             answer = self.cloud(data, ctype, deadline=max(0.001, self.deadline_s - (t_enc - t0)))
             t1 = time.perf_counter()
-            rec = self._cloud_record(frame, answer, (t_enc - t0) * 1000, (t1 - t_enc) * 1000)
+            rec = self._cloud_record(frame, answer, (t_enc - t0) * 1000, (t1 - t_enc) * 1000, detector=detector)
         except self._errors:
             call.judge(False)
             raise
@@ -333,14 +339,22 @@ class Router:
         return buf.getvalue(), "image/jpeg"
 
     @staticmethod
-    def _cloud_record(frame: Frame, answer: dict[str, Any], encode_ms: float, rtt_ms: float) -> Record:
-        top = answer.get("top_k") if isinstance(answer, dict) else None
-        if not isinstance(top, list):
-            raise _CloudPathError("the cloud's answer has no top_k list")
+    def _cloud_record(frame: Frame, answer: dict[str, Any], encode_ms: float, rtt_ms: float, *,
+                      detector: bool = False) -> Record:
+        if not isinstance(answer, dict):
+            raise _CloudPathError("the cloud's answer is not a JSON object")
+        dets: list[Detection] | None = None
+        top: Any = None
+        if detector:
+            dets = _cloud_detections(answer.get("detections"))
+        else:
+            top = answer.get("top_k")
+            if not isinstance(top, list):
+                raise _CloudPathError("the cloud's answer has no top_k list")
         declared = answer.get("model")
         model: dict[str, Any] = declared if isinstance(declared, dict) else {}
         try:
-            pred = Prediction(top_k=[(str(t["label"]), float(t["score"])) for t in top])
+            pred = Prediction(top_k=[(str(t["label"]), float(t["score"])) for t in top or []])
         except (KeyError, TypeError, ValueError) as exc:
             raise _CloudPathError(f"the cloud's top_k is malformed ({exc!r})") from exc
         try:
@@ -348,11 +362,14 @@ class Router:
         except (KeyError, TypeError, ValueError) as exc:
             raise _CloudPathError(f"the cloud's answer names no model ({exc!r})") from exc
         rec: Record = {"ts": "", "source": frame.source, "frame": frame.index,
-                       "top_k": [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k or []],
                        "latency_ms": {"preprocess": round(encode_ms, 3), "inference": round(rtt_ms, 3),
                                       "postprocess": 0.0, "total": round(encode_ms + rtt_ms, 3)},
                        "model": ref,
                        "backend": "cloud", "path": "cloud", "cloud_latency_ms": round(rtt_ms, 3)}
+        if dets is not None:
+            rec["detections"] = dets
+        else:
+            rec["top_k"] = [{"label": lbl, "score": round(s, 6)} for lbl, s in pred.top_k or []]
         return rec
 
     def _finish(self, rec: Record, route: str, *, cloud_wait_ms: float | None = None,
@@ -367,6 +384,41 @@ class Router:
         with self._count_lock:
             self.counts[route] = self.counts.get(route, 0) + 1
         return rec
+
+
+def _is_detector(model: Model) -> bool:
+    return model.manifest.task == "detection"
+
+
+def _confidence(rec: Record) -> float | None:
+    """How sure the local answer is, for the cascade: the top label's score, or the best
+    detection's (0 when nothing was found); 0 for a failed frame; None when there is no score
+    (a regressor)."""
+    if "error" in rec:
+        return 0.0
+    dets = rec.get("detections")
+    if dets is not None:
+        return max((float(d["score"]) for d in dets), default=0.0)
+    top = rec.get("top_k")
+    return top[0]["score"] if top else None
+
+
+def _cloud_detections(raw: Any) -> list[Detection]:
+    """The cloud's ``detections`` as the record holds them (best first), or a cloud-error."""
+    if not isinstance(raw, list):
+        raise _CloudPathError("the cloud's answer has no detections list (is the cloud model a detector?)")
+    out: list[Detection] = []
+    try:
+        for d in raw:
+            box = [float(v) for v in d["box"]]
+            score = float(d["score"])
+            if len(box) != 4 or not all(math.isfinite(v) for v in (*box, score)):
+                raise ValueError(f"box {d['box']!r}, score {d['score']!r}")
+            out.append({"label": str(d["label"]), "score": round(score, 6), "box": [round(v, 2) for v in box]})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _CloudPathError(f"the cloud's detections are malformed ({exc!r})") from exc
+    out.sort(key=lambda d: -d["score"])
+    return out
 
 
 class _Call:
