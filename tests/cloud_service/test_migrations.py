@@ -52,9 +52,10 @@ DEVICE_TOKEN = "edt_a-device-token-from-the-previous-release"
 
 # -- the previous release's tables, frozen (cloud_sync/db/_tables.py, cloud_sync/service/_db.py and
 # -- cloud_sync/service/_samples.py as they were before migrations; each made by create_all) ----------
-def _previous_release() -> tuple[MetaData, MetaData, MetaData]:
-    """(telemetry, registry and fleet, samples): three MetaData, as that release had them."""
-    tel, reg, smp = MetaData(), MetaData(), MetaData()
+def _previous_release(shared: MetaData | None = None) -> tuple[MetaData, MetaData, MetaData]:
+    """(telemetry, registry and fleet, samples): three MetaData, as that release had them (or all
+    three in ``shared``, to compare the whole schema)."""
+    tel, reg, smp = (shared, shared, shared) if shared is not None else (MetaData(), MetaData(), MetaData())
     ident = BigInteger().with_variant(Integer(), "sqlite")
     js = JSON().with_variant(JSONB(), "postgresql")
 
@@ -182,15 +183,19 @@ def _fill_previous_release(engine: Engine) -> None:
 
 
 def _counts(engine: Engine) -> dict[str, int]:
+    """Rows in each of the previous release's tables."""
+    shared = MetaData()
+    _previous_release(shared)
     with engine.connect() as conn:
         return {name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-                for name, table in metadata.tables.items()}
+                for name, table in shared.tables.items()}
 
 
-def _schema_diff(engine: Engine) -> list[object]:
-    """What autogenerate would change to make the database match today's tables ([] = identical)."""
+def _schema_diff(engine: Engine, target: MetaData = metadata) -> list[object]:
+    """What autogenerate would change to make the database match ``target`` (today's tables by
+    default); [] = identical."""
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata))
+        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), target))
 
 
 # -- tests -------------------------------------------------------------------------------------------
@@ -201,9 +206,11 @@ def test_a_previous_release_database_is_upgraded_with_its_data_and_the_service_s
     before = _counts(engine)
     assert current_revision(engine) is None
 
-    assert upgrade(engine) == (None, head_revision())
-    assert current_revision(engine) == head_revision() == "0001"
+    head = head_revision()
+    assert upgrade(engine) == (None, head)
+    assert current_revision(engine) == head
     assert _counts(engine) == before
+    assert _schema_diff(engine) == []
     with engine.connect() as conn:
         recs = conn.execute(select(metadata.tables["telemetry_records"]).order_by("idx")).all()
         reject = conn.execute(select(metadata.tables["telemetry_rejects"])).one()
@@ -212,7 +219,7 @@ def test_a_previous_release_database_is_upgraded_with_its_data_and_the_service_s
     assert bytes(reject.payload) == b"{x}"
 
     # Again: nothing to do, nothing touched.
-    assert upgrade(engine) == ("0001", "0001")
+    assert upgrade(engine) == (head, head)
     assert _counts(engine) == before
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar_one() == 1
@@ -259,13 +266,16 @@ def test_migrations_reproduce_the_tables_exactly(db_url: str) -> None:
     assert current_revision(engine) == head_revision()
     assert _schema_diff(engine) == []
     engine.dispose()
-    # And the previous release's create_all made the same schema the first revision adopts.
-    old = _plain_engine(db_url.replace("edge-cloud.db", "old.db")) if db_url.startswith("sqlite") else None
-    if old is not None:
-        for md in _previous_release():
-            md.create_all(old)
-        assert _schema_diff(old) == []
-        old.dispose()
+
+
+def test_the_first_revision_is_the_previous_release_schema(db_url: str) -> None:
+    # 0001 adopts databases made by create_all, so it must build exactly what that release made.
+    engine = _plain_engine(db_url)
+    assert upgrade(engine, "0001") == (None, "0001")
+    previous = MetaData()
+    _previous_release(previous)
+    assert _schema_diff(engine, previous) == []
+    engine.dispose()
 
 
 def test_replicas_starting_together_migrate_once(db_url: str) -> None:
@@ -288,7 +298,8 @@ def test_replicas_starting_together_migrate_once(db_url: str) -> None:
     for t in threads:
         t.join(120)
     assert errors == []
-    assert sorted(results, key=str) == sorted([(None, "0001")] + [("0001", "0001")] * 3, key=str)
+    head = head_revision()
+    assert sorted(results, key=str) == sorted([(None, head)] + [(head, head)] * 3, key=str)
     assert _schema_diff(engines[0]) == []
     for e in engines:
         e.dispose()
@@ -303,18 +314,19 @@ def test_edge_cloud_db_current_and_upgrade(tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "edge_cli", "cloud", "db", *args], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
 
+    head = head_revision()
     r = edge("current", "--db", url)
     assert r.returncode == 0, r.stderr
-    assert "revision none (newest: 0001" in r.stdout
+    assert f"revision none (newest: {head}" in r.stdout
     r = edge("upgrade", "--db", url)
-    assert r.returncode == 0 and "migrated from no revision to 0001" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"migrated from no revision to {head}" in r.stdout, r.stderr
     r = edge("upgrade", "--db", url)
-    assert r.returncode == 0 and "already at revision 0001" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"already at revision {head}" in r.stdout, r.stderr
     r = edge("current", "--db", url)
-    assert "revision 0001 (newest: 0001; up to date)" in r.stdout
+    assert f"revision {head} (newest: {head}; up to date)" in r.stdout
     # Without --db: the service's own setting, from the cloud side's variable.
     env["EDGE_CLOUD_DATABASE_URL"] = url
     r = edge("current")
-    assert "cli.db: revision 0001" in r.stdout, r.stderr
+    assert f"cli.db: revision {head}" in r.stdout, r.stderr
     r = edge("upgrade", "--db", "postgresql://nobody@127.0.0.1:1/none")
     assert r.returncode == 1 and "cannot migrate" in r.stderr and "Traceback" not in r.stderr
