@@ -123,7 +123,7 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
     human = not as_json and sys.stdout.isatty()
     if human and "-" not in outputs:
         outputs = ("-", *outputs)  # a person at a terminal sees the frames go by whatever the files
-    root = Path(source) if Path(source).is_dir() else None
+    root = _display_root(source)
     counted = open_outputs(outputs, human=human, on_pipe_closed=reader_gone, root=root)
     sinks: list[Sink] = list(counted)
     if mqtt_url or device_id:
@@ -166,6 +166,20 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         sys.exit(130)
     if stats.frames == 0 and stats.errors > 0:
         sys.exit(1)
+
+
+def _display_root(source: str) -> Path | None:
+    """The folder terminal lines name files relative to: the directory run on, or the fixed part
+    of a glob (``photos/2024/*.jpg`` -> ``photos/2024``)."""
+    p = Path(source)
+    if p.is_dir():
+        return p
+    fixed: list[str] = []
+    for part in p.parts:
+        if any(c in part for c in "*?["):
+            return Path(*fixed) if fixed else None
+        fixed.append(part)
+    return None
 
 
 def _start_preview(spec: str) -> PreviewServer:
