@@ -55,9 +55,10 @@ class SqlOutput:
             with self.engine.begin() as conn:
                 for i in range(0, len(values), _ROWS_PER_STATEMENT):
                     chunk = values[i:i + _ROWS_PER_STATEMENT]
-                    stmt = insert(batch_predictions).values(chunk).on_conflict_do_nothing()
-                    result = conn.execute(stmt)
-                    added += max(result.rowcount, 0)
+                    stmt = (insert(batch_predictions).values(chunk).on_conflict_do_nothing()
+                            .returning(batch_predictions.c.source_key))
+                    # RETURNING gives the rows really inserted (psycopg's rowcount is -1 here)
+                    added += len(conn.execute(stmt).all())
         except SQLAlchemyError as exc:
             raise BatchError(f"{self.description}: cannot write {len(rows)} row(s): {_first(exc)}") from exc
         return added
