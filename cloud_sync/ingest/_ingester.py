@@ -29,8 +29,9 @@ Guarantees and why they hold:
   retained :class:`~edge_device.telemetry.IngestAnnouncement` on ``edge/D/cmd/ingest``. Devices with
   ``confirm="auto"`` then keep rows until this ingester confirms them, and delete at the broker's
   PUBACK where no ingester announced itself (a plain broker). Stopping the ingester leaves the
-  announcements in place (devices keep their rows until it is back); :func:`retire` clears them and
-  the ingester's session when the service is removed for good.
+  announcements in place (devices keep their rows until it is back; they also remember it, in case
+  the broker loses its retained messages); :func:`retire` replaces them with a retirement notice and
+  drops the ingester's session when the service is removed for good.
 """
 
 from __future__ import annotations
@@ -564,9 +565,12 @@ class Ingester:
 def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
     """Remove an ingester for good: clear its announcements and drop its session on the broker.
 
-    Every retained announcement naming ``config.service_name`` is replaced by an empty retained
-    message, so its devices go back to deleting rows at the broker's PUBACK (and delete the messages
-    they were keeping for it: the broker has them). Then connecting with the ingester's client id and
+    Every retained announcement naming ``config.service_name`` is replaced by a retained retirement
+    notice (``retired: true``), so its devices go back to deleting rows at the broker's PUBACK (and
+    delete the messages they were keeping for it: the broker has them); a device that is offline
+    now reads the notice when it connects (an empty message would leave nothing to read, and the
+    device, which remembers its ingester, would keep waiting). An ingester that starts later
+    replaces the notice with its announcement. Then connecting with the ingester's client id and
     a clean session makes the broker forget the session, which would otherwise queue messages for a
     consumer that never comes back. Stop the ingester first: the broker lets one client use a client
     id at a time. Returns the device ids whose announcement was cleared.
@@ -576,7 +580,7 @@ def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
         client = create_client(cfg, client_id=config.client_id, clean_session=True)
     except TelemetryError as exc:
         raise IngestError(str(exc)) from exc
-    found: dict[str, str] = {}
+    found: dict[str, IngestAnnouncement] = {}
     subacks: list[list[ReasonCode]] = []
     connected = threading.Event()
     synced = threading.Event()
@@ -596,11 +600,9 @@ def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
         if not message.retain or not message.payload:
             return
         try:
-            name = IngestAnnouncement.model_validate_json(message.payload).ingester
+            found[message.topic] = IngestAnnouncement.model_validate_json(message.payload)
         except ValidationError:
             log.warning("ingest: ignoring an announcement this version cannot read on %s", message.topic)
-            return
-        found[message.topic] = name
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -623,8 +625,10 @@ def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
             raise IngestError(f"the broker refused the subscription to {ANNOUNCE_FILTER}: the ingester's ACL "
                               "must allow reading it (run `edge cloud broker-config` again)")
         client.unsubscribe(ANNOUNCE_FILTER)
-        mine = sorted(t for t, name in found.items() if name == config.service_name)
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in mine]
+        mine = sorted(t for t, a in found.items() if a.ingester == config.service_name and not a.retired)
+        notice = IngestAnnouncement.model_validate({"schema": SCHEMA_VERSION, "ingester": config.service_name,
+                                                    "ts": utc_now(), "retired": True})
+        infos = [client.publish(t, notice.model_dump_json(by_alias=True), qos=1, retain=True) for t in mine]
         for info in infos:
             info.wait_for_publish(timeout)
             if not info.is_published():
@@ -632,6 +636,6 @@ def retire(config: IngestConfig, *, timeout: float = 30.0) -> list[str]:
     finally:
         client.disconnect()
         client.loop_stop()
-    cleared = [t.split("/")[1] for t in mine]
+    cleared = [t.split("/")[1] for t in mine]  # edge/D/cmd/ingest
     log.info("ingest: retired %s: cleared %d announcement(s), session dropped", config.service_name, len(cleared))
     return cleared

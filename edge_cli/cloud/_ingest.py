@@ -48,8 +48,9 @@ __all__ = ["ingest_cmd"]
                    "device in it at once, so a new device keeps its records for the ingester from its first message "
                    "on, even if the ingester is down then. Other devices are announced to at their first message.")
 @click.option("--retire", is_flag=True,
-              help="Do not ingest: remove this ingester for good. Clears its retained announcements, so devices "
-                   "delete rows at the broker's PUBACK again, and drops its session on the broker. Stop it first.")
+              help="Do not ingest: remove this ingester for good. Replaces its retained announcements with a "
+                   "retirement notice, so devices delete rows at the broker's PUBACK again, and drops its session "
+                   "on the broker. Stop it first.")
 @click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Print counters to stderr every N seconds (0: only at the end).")
 def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | None, username: str | None,
@@ -92,7 +93,7 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
                                 if devices_file else ())
     if retire:
         cleared = retire_ingester(config)
-        click.echo(f"ingest: retired {config.service_name} on {mqtt.safe_url}: cleared the announcement of "
+        click.echo(f"ingest: retired {config.service_name} on {mqtt.safe_url}: retired the announcement of "
                    f"{len(cleared)} device(s){': ' + ', '.join(cleared) if cleared else ''}", err=True)
         return
     ingester = Ingester(config)

@@ -174,12 +174,17 @@ class DeliveryConfig(_Model):
       Telegraf), rows go at the broker's PUBACK, so telemetry flows and nothing is sent twice.
       An ingester that is only down leaves its announcement on the broker: the device keeps its
       rows (resending them) until the ingester is back and commits them, so nothing is lost however
-      long it is away. ``edge cloud ingest --retire`` clears the announcements; from then on the
-      devices delete at PUBACK, including the messages still waiting for a confirmation.
-      On each connection acknowledged rows wait until the retained announcement could have arrived
-      (the PUBACK of the ``online`` status, published right after subscribing, marks that point)
-      and, with none, ``announce_wait_s`` more: an ingester that is running but has never seen this
-      device announces itself as soon as it has the device's status.
+      long it is away. The device also remembers its ingester (with the outbox, per broker), so a
+      broker that lost its retained messages does not make it delete rows nobody receives.
+      ``edge cloud ingest --retire`` replaces the announcements with a retained retirement notice;
+      from then on the devices delete at PUBACK (the messages still waiting for a confirmation
+      too) and forget the ingester. On each connection acknowledged rows wait until the retained
+      announcement could have arrived (the PUBACK of the ``online`` status, published right after
+      subscribing, marks that point) and, with none and no remembered ingester,
+      ``announce_wait_s`` more: an ingester that is running but has never seen this device
+      announces itself as soon as it has the device's status. A new device whose ingester is down
+      and has never heard of it trusts the broker, unless the ingester announced it beforehand
+      (``edge cloud ingest --devices fleet.toml``).
     * ``"ingester"``: always wait for the ingester's confirmation (the previous default; ``"cloud"``
       is accepted for it).
     * ``"broker"``: always delete at the broker's PUBACK.

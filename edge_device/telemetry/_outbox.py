@@ -588,6 +588,19 @@ class Outbox:
                              payload=envelope_bytes(device_id=self.device_id, seq=seq, uuid=msg_uuid,
                                                     kind=KINDS[prio], created=created_iso, bodies=bodies))
 
+    def setting(self, key: str) -> Any:
+        """A small value the device keeps with its outbox (e.g. which ingester serves it), or None."""
+        with self._lock:
+            return self._meta_get(f"setting.{key}")
+
+    def set_setting(self, key: str, value: str | int | float | None) -> None:
+        """Keep (durably) or, with None, forget a value read back by :meth:`setting`."""
+        with self._tx():
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (f"setting.{key}",))
+            else:
+                self._meta_set(f"setting.{key}", value)
+
     def sealed_seqs(self) -> list[int]:
         """Messages sealed but not confirmed, oldest first (to resend after a restart)."""
         with self._lock:

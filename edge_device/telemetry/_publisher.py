@@ -18,7 +18,10 @@ connection from the retained announcement on ``edge/D/cmd/ingest``: the device s
 then publishes its ``online`` status; the broker handles one client's packets in order and sends a
 retained message at QoS 0 while it handles the SUBSCRIBE, so by the status's PUBACK the
 announcement, if there is one, has arrived. With none, the device still waits ``announce_wait_s``
-for a running ingester that has not seen it yet (it announces on the device's first message).
+for a running ingester that has not seen it yet (it announces on the device's first message),
+unless it remembers (outbox setting, per broker) an ingester that served it there: a broker that lost
+its retained messages must not make it delete rows at the PUBACK. A retirement notice (or a topic
+cleared by hand) makes the mode ``broker`` at once and forgets the ingester.
 Until then the mode is unknown and acknowledged messages wait in AT_BROKER; when the mode turns out
 (or later becomes) ``broker``, every message in AT_BROKER is done. ``window`` bounds SENT + AT_BROKER.
 """
@@ -132,6 +135,8 @@ class Publisher:
         # confirm="auto": the announcement seen on this connection, and when the retained messages
         # had all arrived (the PUBACK of the status with mid _sync_mid says so)
         self._ingester: str | None = None
+        self._retired = False  # a retirement notice (or a cleared topic) seen on this connection
+        self._remembered: str | None = None  # the ingester that served this device on this broker
         self._synced_at: float | None = None
         self._sync_mid: int | None = None
         self._mode: str | None = None
@@ -183,6 +188,8 @@ class Publisher:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        if self.config.delivery.confirm == "auto":
+            self._recall()
         try:
             for seq in self.outbox.sealed_seqs():
                 self._flights[seq] = _Flight(seq=seq, kind="?")
@@ -302,7 +309,7 @@ class Publisher:
         confirm = self.config.delivery.confirm
         if confirm != BROKER:
             client.subscribe(self._ack_topic, qos=1)
-        self._ingester, self._synced_at, self._sync_mid = None, None, None
+        self._ingester, self._retired, self._synced_at, self._sync_mid = None, False, None, None
         if confirm == "auto":
             # QoS 0: the broker writes a retained QoS 0 message out while handling the SUBSCRIBE,
             # never held back behind its in-flight limit, so it precedes the status's PUBACK.
@@ -376,19 +383,49 @@ class Publisher:
         self._confirms.extend(confirm.seqs)
 
     def _on_announcement(self, payload: bytes) -> None:
-        if not payload:  # an empty retained message: the ingester was retired
-            self._ingester = None
+        try:
+            announcement: IngestAnnouncement | None = IngestAnnouncement.model_validate_json(payload)
+        except ValidationError:
+            announcement = None
+        if not payload or (announcement is not None and announcement.retired):
+            # Retired (or the topic cleared by hand): no ingester serves this device any more.
+            self._ingester, self._retired = None, True
+            self._remember(None)
         else:
-            # Any non-empty payload means an ingester serves this device, even one this version cannot
+            # Any other payload means an ingester serves this device, even one this version cannot
             # parse (a newer schema): keeping rows a little longer is safe, deleting them is not.
-            try:
-                name = IngestAnnouncement.model_validate_json(payload).ingester
-            except ValidationError:
+            if announcement is None:
                 log.warning("telemetry: the announcement on %s is not one this version reads; "
                             "waiting for ingester confirmations anyway", self._ingest_topic)
-                name = "?"
-            self._ingester = name
+            self._ingester = announcement.ingester if announcement is not None else "?"
+            self._retired = False
+            self._remember(self._ingester)
         self._update_mode()
+
+    def _broker_key(self) -> str:
+        return f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+
+    def _remember(self, ingester: str | None) -> None:
+        """Keep, with the outbox, which ingester serves this device on this broker: a broker that
+        lost its retained messages (a crash before it saved them) must not turn the device into one
+        that deletes rows at the PUBACK while its ingester cannot receive them."""
+        if ingester == self._remembered:
+            return
+        self._remembered = ingester
+        try:
+            self.outbox.set_setting("ingester", ingester)
+            self.outbox.set_setting("ingester_broker", self._broker_key() if ingester is not None else None)
+        except OutboxError as exc:
+            log.error("telemetry: cannot keep the ingester's name: %s", exc)
+
+    def _recall(self) -> None:
+        try:
+            name, broker = self.outbox.setting("ingester"), self.outbox.setting("ingester_broker")
+        except OutboxError as exc:
+            log.error("telemetry: cannot read the ingester's name: %s", exc)
+            return
+        # another broker (the device was moved) has its own ingester, or none
+        self._remembered = str(name) if name is not None and broker == self._broker_key() else None
 
     def _update_mode(self) -> None:
         """Work out whose acknowledgement deletes rows now; log when that changes."""
@@ -397,6 +434,16 @@ class Publisher:
             mode: str | None = confirm
         elif self._ingester is not None:
             mode = INGESTER
+        elif self._retired:
+            mode = BROKER
+        elif self._synced_at is not None and self._remembered is not None:
+            # No announcement although an ingester served this device here: the broker lost it.
+            # The ingester announces again when it hears from the device; until then, keep the rows.
+            mode = INGESTER
+            if self._logged_mode != INGESTER:
+                log.warning("telemetry: %s has no announcement from ingester %r any more (broker state lost?); "
+                            "keeping rows for it (`edge cloud ingest --retire` says it is gone)",
+                            self.config.mqtt.safe_url, self._remembered)
         else:
             # A running ingester that has never seen this device announces itself within moments of
             # its status: wait that long before settling for the broker's word.

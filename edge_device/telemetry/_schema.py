@@ -9,7 +9,7 @@ Every payload is a JSON object with a ``schema`` field. Topics for device ``D``:
 * ``edge/D/status``: a retained :class:`StatusMessage`, ``offline`` through the last will.
 * ``edge/D/cmd/ack``: a :class:`ConfirmMessage` from the ingester after its database commit.
 * ``edge/D/cmd/ingest``: a retained :class:`IngestAnnouncement` while an ingester serves the device
-  (an empty retained message clears it); devices with ``confirm="auto"`` wait for the ingester's
+  (``retired`` once it is removed for good); devices with ``confirm="auto"`` wait for the ingester's
   confirmations when it is there and delete at the broker's PUBACK when it is not.
 """
 
@@ -171,3 +171,6 @@ class IngestAnnouncement(_Wire):
     schema_: Literal[1] = Field(alias="schema")
     ingester: str = Field(min_length=1, max_length=128)
     ts: str | None = None
+    #: the ingester was removed for good: devices delete at the broker's PUBACK again (retained, so a
+    #: device that was offline then learns it too, and forgets the ingester it remembered)
+    retired: bool = False

@@ -31,7 +31,8 @@ def test_default_queue_limit_drops_at_the_broker_but_nothing_is_lost(
     # 1500 one-record messages for a session that may queue 1000: the broker has to drop
     wait_for(lambda: "Outgoing messages are being dropped for client edge-ingest" in broker.log_text(), 60,
              "Mosquitto to drop messages for the ingester's session")
-    assert all(t.publisher.stats.delivery_mode == "ingester" for t in devices)
+    wait_for(lambda: all(t.publisher.stats.delivery_mode == "ingester" for t in devices), 30,
+             "every device to keep its rows for the announced ingester")
     ing = make_ingester(broker.url, db)
     for d in range(DEVICES):
         wait_cloud_count(ing.engine, f"dev{d}", PER_DEVICE, timeout=120)

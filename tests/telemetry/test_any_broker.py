@@ -83,6 +83,10 @@ def retained(port: int, topic: str, **credentials: str) -> bytes | None:
         sub.close()
 
 
+def is_retirement(payload: bytes | None) -> bool:
+    return payload is not None and json.loads(payload).get("retired") is True
+
+
 def db_frames(engine: Any, device_id: str) -> list[int]:
     with engine.connect() as c:
         return [r[0] for r in c.execute(select(telemetry_records.c.frame)
@@ -96,7 +100,8 @@ def db_count(engine: Any, device_id: str) -> int:
 
 
 def drained(tel: Telemetry) -> Callable[[], bool]:
-    return lambda: tel.outbox.stats().rows == 0 and tel.publisher.stats.unconfirmed == 0
+    """Every record written so far is in the outbox (commit) and has left it again."""
+    return lambda: tel.commit(0) and tel.outbox.stats().rows == 0 and tel.publisher.stats.unconfirmed == 0
 
 
 def test_the_default_is_auto_and_the_old_name_still_loads() -> None:
@@ -221,8 +226,8 @@ def test_retiring_the_ingester_sends_devices_back_to_the_broker_acknowledgement(
     assert cleared == ["greenhouse-4"]
     wait_for(lambda: tel.publisher.stats.delivery_mode == "broker", 20, "the device to see the retirement")
     wait_for(drained(tel), 60, "the outbox to drain at the broker's PUBACKs")
-    assert retained(broker.port, "edge/greenhouse-4/cmd/ingest") is None
-    assert retire(IngestConfig(mqtt=MqttConfig(url=broker.url))) == []
+    assert is_retirement(retained(broker.port, "edge/greenhouse-4/cmd/ingest"))
+    assert retire(IngestConfig(mqtt=MqttConfig(url=broker.url))) == []  # nothing left to retire
 
 
 def test_explicit_overrides_ignore_the_announcement(broker: Mosquitto, make_ingester, make_device) -> None:
@@ -303,6 +308,46 @@ def test_cli_announces_the_fleet_at_start_and_retire_clears_it(tmp_path: Path, b
     assert retained(broker.port, "edge/cam.2/cmd/ingest") is not None  # stopping is not retiring
     r = subprocess.run([*base, "--retire"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "cleared the announcement of 2 device(s): cam-1, cam.2" in r.stderr
-    assert retained(broker.port, "edge/cam-1/cmd/ingest") is None
-    assert retained(broker.port, "edge/cam.2/cmd/ingest") is None
+    assert "retired the announcement of 2 device(s): cam-1, cam.2" in r.stderr
+    assert is_retirement(retained(broker.port, "edge/cam-1/cmd/ingest"))
+    assert is_retirement(retained(broker.port, "edge/cam.2/cmd/ingest"))
+
+
+def test_a_broker_that_lost_its_state_does_not_turn_the_device_against_its_ingester(
+        tmp_path: Path, broker: Mosquitto, make_ingester, make_device) -> None:
+    """The broker is killed before it ever saved its state: the retained announcement and the
+    ingester's session are gone. The device remembers its ingester (with its outbox), keeps every
+    row while nobody subscribes, and resends; the restarted ingester gets everything exactly once.
+    After a retirement it read while it was offline, the device forgets the ingester."""
+    outbox = tmp_path / "greenhouse-7.db"
+    ing = make_ingester(broker.url)
+    tel = make_device(broker.url, "greenhouse-7", outbox=outbox, batch={"max_records": 10},
+                      delivery={"window": 4, "confirm_timeout_s": 0.5, "confirm_timeout_max_s": 2.0})
+    for i in range(30):
+        tel.write(frame(i))
+    wait_for(drained(tel), 60, "the first records to be confirmed")
+    assert tel.publisher.stats.delivery_mode == "ingester"
+    ing.stop()
+    broker.kill()  # SIGKILL: Mosquitto saves its state only on a clean shutdown (and every autosave)
+    for i in range(30, 130):
+        tel.write(frame(i))
+    broker.start()
+    assert retained(broker.port, "edge/greenhouse-7/cmd/ingest") is None  # the broker forgot everything
+    wait_for(lambda: tel.publisher.stats.connected and tel.publisher.stats.broker_acked >= 8, 30,
+             "PUBACKs from the restarted broker")
+    st = tel.outbox.stats()
+    assert st.rows >= 100 and tel.publisher.stats.delivery_mode == "ingester"  # kept: nobody reads them
+
+    ing2 = make_ingester(broker.url)  # a fresh session: it gets the resent messages
+    wait_for(drained(tel), 120, "the outbox to drain")
+    assert sorted(db_frames(ing2.engine, "greenhouse-7")) == list(range(130))
+    tel.close(drain_s=0)
+    ing2.stop()
+
+    assert retire(IngestConfig(mqtt=MqttConfig(url=broker.url))) == ["greenhouse-7"]
+    again = make_device(broker.url, "greenhouse-7", outbox=outbox)
+    wait_for(lambda: again.publisher.stats.delivery_mode == "broker", 20, "the device to read the retirement")
+    for i in range(130, 140):
+        again.write(frame(i))
+    assert again.flush(30)
+    assert again.outbox.setting("ingester") is None
