@@ -15,13 +15,16 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge_runtime import (
+    Detection,
     EdgeError,
     Model,
     Preprocess,
     TensorSpec,
     describe_model,
+    guess_head,
     load_sample,
     make_bundle,
+    open_bundle,
     parse_expires,
 )
 
@@ -39,7 +42,7 @@ from ._data import (
     sample_tensor,
 )
 from ._errors import CalibrationError, ConversionError, EvalDataError, QuantizationError, ShapeError
-from ._evaluate import Outputs, feed_for, measure_latency, quantize_input, run_model
+from ._evaluate import Outputs, box_agreement, feed_for, measure_latency, quantize_input, run_detector, run_model
 from ._options import ConvertOptions
 from ._profile import MeasureOn, resolve_measurement
 from ._quantize import QUANTIZERS, NotApplicable, QuantResult
@@ -126,16 +129,30 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
             for s in data.samples:
                 fit_tensor(np.asarray(s.tensor), spec, origin=data.source)
     task = src.task
-    n_classes = desc.outputs[_score_output(desc.outputs)].shape[-1] if task != "regression" else None
+    if task == "classification" and guess_head([o.shape for o in desc.outputs]) is not None:
+        # a detection head (one [1, 4+classes, N] output, or SSD's four): boxes, not one label per input
+        task = "detection"
+        log.info("the model's outputs are a detection head: converting it as a detector")
+    detection = task == "detection"
+    n_classes = desc.outputs[_score_output(desc.outputs)].shape[-1] if task not in ("regression",
+                                                                                     "detection") else None
     labels: list[str] | None = None
     if opts.labels is not None:
         labels = fit_labels(read_labels(opts.labels), n_classes if n_classes and n_classes > 0 else None,
                             str(opts.labels))
     elif src.labels is not None:
         labels = src.labels
+    if detection:
+        # The runtime reads a detector's pre/postprocessing from the model (head, letterbox, scale,
+        # labels in its metadata); calibration and every variant use exactly that.
+        probe = open_bundle(make_bundle(float_path, work / "probe", task="detection",
+                                        preprocess=opts.preprocess or Preprocess(kind="image"), labels=labels,
+                                        overwrite=True))
+        preprocess = probe.manifest.preprocess
+        labels = labels or probe.labels() or None
     targets: np.ndarray | None = None
     values: np.ndarray | None = None
-    if eval_set is not None and eval_set.labelled:
+    if eval_set is not None and eval_set.labelled and not detection:
         if task == "regression":
             values = _numeric_targets(eval_set)
         else:
@@ -175,19 +192,28 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
     ok = [v for v in variants if v.bundle is not None]
     data = eval_set if eval_set is not None else calib
     summary = _summary(eval_set, calib, targets, values)
+    if detection and summary.kind != "none":
+        summary = summary.model_copy(update={"note": "detection: each variant's boxes against the float model's "
+                                             "(same label, IoU >= 0.5)" + (f"; {summary.note}" if summary.note
+                                                                          else "")})
     models = [Model.load(v.bundle, backend=measure.backend, threads=measure.threads) for v in ok if v.bundle]
     try:
         outputs: list[Outputs | None] = [None] * len(ok)
+        boxes: list[list[list[Detection]] | None] = [None] * len(ok)
         images: dict[str, np.ndarray] = {}
         if data is not None:
             for i, (v, m) in enumerate(zip(ok, models, strict=True)):
+                if detection:
+                    boxes[i] = run_detector(m, data.samples, images, progress=opts.progress,
+                                            desc=f"evaluating {v.name}")
+                    continue
                 outputs[i] = run_model(m, data.samples, images, progress=opts.progress, desc=f"evaluating {v.name}")
         feeds = [_latency_feed(m, data.samples[0] if data is not None else None, images) for m in models]
         p50 = measure_latency(models, feeds, opts.latency_runs)
     finally:
         for m in models:
             m.close()
-    _fill_metrics(ok, outputs, p50, targets, values, opts)
+    _fill_metrics(ok, outputs, p50, targets, values, opts, boxes)
     report_variants = [v.report for v in variants]
     best, reason = recommend(report_variants, prefer=opts.prefer, max_drop=opts.max_drop,
                              measured=summary.kind != "none")
@@ -201,7 +227,8 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
         warnings.append("no --eval set: quality is agreement with the float model on the calibration inputs, "
                         "which the int8 ranges were fitted to; pass --eval with held-out data for a fair number")
 
-    report = Report(name=name, source=src.info(), target=ext, backend=measure.backend, threads=measure.threads,
+    report = Report(name=name, task=task, source=src.info(), target=ext, backend=measure.backend,
+                    threads=measure.threads,
                     profile=measure.profile, cpu=cpu_name(), vnni=has_vnni(), eval=summary, max_drop=opts.max_drop,
                     prefer=opts.prefer, variants=report_variants, recommended=best, recommendation=reason,
                     warnings=warnings, out_dir=str(out))
@@ -349,7 +376,8 @@ def _latency_feed(model: Model, sample: Sample | None, images: dict[str, np.ndar
 
 
 def _fill_metrics(ok: list[_Variant], outputs: list[Outputs | None], p50: list[float], targets: np.ndarray | None,
-                  values: np.ndarray | None, opts: ConvertOptions) -> None:
+                  values: np.ndarray | None, opts: ConvertOptions,
+                  boxes: Sequence[list[list[Detection]] | None] = ()) -> None:
     ref = outputs[0]
     float_size = ok[0].path.stat().st_size if ok and ok[0].path else None
     float_acc: float | None = None
@@ -361,6 +389,17 @@ def _fill_metrics(ok: list[_Variant], outputs: list[Outputs | None], p50: list[f
         r.p50_ms = round(p50[i], 4)
         r.latency_ratio = round(p50[i] / p50[0], 4) if p50[0] > 0 else None
         r.slower_than_float = (p50[i] > p50[0]) if i > 0 else None
+        found = boxes[i] if i < len(boxes) else None
+        if found is not None and boxes[0] is not None:
+            # Detection: agreement with the float model's boxes; the drop is 100 minus the lower of
+            # recall (boxes lost) and precision (boxes invented).
+            agree = box_agreement(boxes[0], found)
+            r.recall, r.precision = round(agree.recall, 4), round(agree.precision, 4)
+            r.mean_iou = round(agree.mean_iou, 4) if agree.mean_iou is not None else None
+            r.boxes = agree.found
+            r.accuracy_drop = round(100.0 - min(agree.recall, agree.precision), 4)
+            r.within_max_drop = r.accuracy_drop <= opts.max_drop + 1e-9
+            continue
         out = outputs[i]
         if out is None or ref is None:
             r.within_max_drop = True if i == 0 else None
@@ -392,7 +431,8 @@ def _fill_metrics(ok: list[_Variant], outputs: list[Outputs | None], p50: list[f
 
 def _manifest_metrics(v: VariantReport, report: Report, measured_at: str, best: str | None) -> dict[str, Any]:
     keys = ("size_bytes", "size_ratio", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "mean_abs_diff",
-            "p50_ms", "latency_ratio", "slower_than_float", "within_max_drop")
+            "recall", "precision", "mean_iou", "boxes", "p50_ms", "latency_ratio", "slower_than_float",
+            "within_max_drop")
     m: dict[str, Any] = {k: getattr(v, k) for k in keys if getattr(v, k) is not None}
     m["latency"] = {"p50_ms": v.p50_ms, "backend": report.backend, "threads": report.threads, "cpu": report.cpu,
                     "vnni": report.vnni, "profile": report.profile, "measured_at": measured_at}

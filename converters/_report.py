@@ -24,6 +24,12 @@ class VariantReport(BaseModel):
     agreement: float | None = Field(default=None, description="top-1 agreement with the float model, percent")
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
+    recall: float | None = Field(default=None, description="detection: percent of the float model's boxes found "
+                                 "again (same label, IoU >= 0.5)")
+    precision: float | None = Field(default=None, description="detection: percent of the variant's boxes that the "
+                                    "float model also has")
+    mean_iou: float | None = Field(default=None, description="detection: mean IoU of the matched boxes")
+    boxes: int | None = Field(default=None, description="detection: boxes found on the eval inputs")
     p50_ms: float | None = Field(default=None, description="median inference latency measured here")
     latency_ratio: float | None = Field(default=None, description="p50 / float p50")
     slower_than_float: bool | None = None
@@ -45,6 +51,7 @@ class Report(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    task: str = "classification"
     source: dict[str, Any]
     target: str
     backend: str
@@ -78,13 +85,21 @@ class Report(BaseModel):
             f"- measured on: {self.cpu} ({'VNNI' if self.vnni else 'no VNNI'}), backend `{self.backend}`, "
             f"{self.threads} thread(s)" + (f", profile `{self.profile}`" if self.profile else ""),
             f"- quality: {_eval_line(self.eval)}",
-            f"- rule: the {'fastest' if self.prefer == 'latency' else 'smallest'} variant whose accuracy drop "
-            f"stays within {self.max_drop:g} point(s)",
+            f"- rule: the {'fastest' if self.prefer == 'latency' else 'smallest'} variant whose "
+            + ("box agreement drop (100 - the lower of recall and precision against the float model)"
+               if self.task == "detection" else "accuracy drop")
+            + f" stays within {self.max_drop:g} point(s)",
             "",
-            "| variant | size | × float | accuracy | drop | agreement | max abs diff | mean abs diff | p50 ms "
-            "| × float | |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
+        detection = self.task == "detection"
+        if detection:
+            lines += ["| variant | size | × float | recall | precision | mean IoU | boxes | drop | p50 ms "
+                      "| × float | |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        else:
+            lines += ["| variant | size | × float | accuracy | drop | agreement | max abs diff | mean abs diff "
+                      "| p50 ms | × float | |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for v in self.variants:
             if v.status == "skipped":
                 lines.append(f"| {v.variant} | | | | | | | | | | skipped: {v.reason} |")
@@ -96,6 +111,13 @@ class Report(BaseModel):
                 flag.append("slower than float here")
             if v.within_max_drop is False:
                 flag.append("over max drop")
+            if detection:
+                lines.append(
+                    f"| {v.variant} | {_size(v.size_bytes)} | {_num(v.size_ratio, 2)} | {_pct(v.recall)} "
+                    f"| {_pct(v.precision)} | {_num(v.mean_iou, 3)} | {'' if v.boxes is None else v.boxes} "
+                    f"| {_num(v.accuracy_drop, 2)} | {_ms(v.p50_ms)} | {_num(v.latency_ratio, 2)} "
+                    f"| {', '.join(flag)} |")
+                continue
             lines.append(
                 f"| {v.variant} | {_size(v.size_bytes)} | {_num(v.size_ratio, 2)} | {_pct(v.accuracy)} "
                 f"| {_num(v.accuracy_drop, 2)} | {_pct(v.agreement)} | {_num(v.max_abs_diff, 4)} "

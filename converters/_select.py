@@ -35,6 +35,8 @@ def recommend(variants: Sequence[VariantReport], *, prefer: str, max_drop: float
         parts[0] += f" ({best.latency_ratio:.2f}× float)"
     if best.size_ratio is not None:
         parts.append(f"{best.size_ratio:.2f}× the float size")
+    if best.recall is not None and best.precision is not None:
+        parts.append(f"boxes vs float: recall {best.recall:.1f}%, precision {best.precision:.1f}%")
     if best.accuracy_drop is not None:
         parts.append(f"quality drop {best.accuracy_drop:.2f} point(s) ≤ {max_drop:g}")
     over = [v.variant for v in ok if not v.within_max_drop]
