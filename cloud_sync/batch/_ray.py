@@ -92,18 +92,22 @@ class RayEngine:
     def run(self, items: Sequence[InputItem], spec: PredictorSpec) -> Iterator[list[Row]]:
         threads = spec.threads or 1
         self._init(threads)
-        from ray.data import DataContext
+        from ray.data import ActorPoolStrategy, DataContext
 
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        ctx.enable_auto_log_stats = False
         if self.options.address is not None and spec.bundle_archive is None:
             spec = _with_archive(spec)
         bs = self.options.batch_size
         ds: Any = self._ray.data.from_items([{"key": it.key, "frame": it.frame} for it in items],
                                        override_num_blocks=max(1, -(-len(items) // bs)))
+        # A fixed pool of `workers` actors (what `concurrency=N` meant before Ray 2.51), each with
+        # `threads` CPUs reserved for its model's inference threads.
+        pool = ActorPoolStrategy(size=self.options.workers)
         ds = ds.map_batches(_RayPredictor, fn_constructor_kwargs={"spec": spec}, batch_size=bs,
-                            batch_format="pyarrow", concurrency=self.options.workers, num_cpus=threads)
+                            batch_format="pyarrow", compute=pool, num_cpus=threads)
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 rows = table.select(list(ROW_COLUMNS)).to_pylist()
