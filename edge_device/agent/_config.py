@@ -281,8 +281,10 @@ class TelemetrySection(_Section):
     key_file: Path | None = None
     #: default: <state_dir>/outbox.db
     outbox: Path | None = None
-    #: ``cloud``: rows leave the outbox when the ingester confirms; ``broker``: at the broker's PUBACK
-    confirm: Literal["cloud", "broker"] = "cloud"
+    #: when rows leave the outbox (edge_device.telemetry.DeliveryConfig): ``auto``, at the ingester's
+    #: confirmation when one announces itself on edge/<device>/cmd/ingest, else at the broker's PUBACK;
+    #: ``ingester`` (old name ``cloud``): always wait for the ingester; ``broker``: always at the PUBACK
+    confirm: Literal["auto", "ingester", "broker", "cloud"] = "auto"
     metrics_interval_s: float = Field(60.0, gt=0, le=86400)
     linger_s: float = Field(0.5, ge=0, le=600)
     #: how long SIGTERM waits for the outbox to drain before leaving the rest for the next start
