@@ -95,6 +95,9 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
         cleared = retire_ingester(config)
         click.echo(f"ingest: retired {config.service_name} on {mqtt.safe_url}: retired the announcement of "
                    f"{len(cleared)} device(s){': ' + ', '.join(cleared) if cleared else ''}", err=True)
+        if not cleared:
+            click.echo("ingest: no announcement found; if devices still keep their records, the broker's ACL may "
+                       "hide edge/+/cmd/ingest from the ingester (run `edge cloud broker-config` again)", err=True)
         return
     ingester = Ingester(config)
     stop = threading.Event()
