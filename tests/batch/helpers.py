@@ -4,6 +4,7 @@ back from SQLite, PostgreSQL or Parquet."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,22 @@ __all__ = ["COLUMNS", "expected_label", "make_images", "read_rows", "row_count"]
 COLUMNS = ("source_key", "model_name", "model_version", "top_label", "top_score", "error", "record")
 
 
-def make_images(directory: Path, n: int) -> list[Path]:
-    """``n`` copies of the reference images, named ``<image>-<i>.png`` so the label is known."""
+def make_images(directory: Path, n: int, *, link: bool = False) -> list[Path]:
+    """``n`` copies of the reference images, named ``<image>-<i>.png`` so the label is known;
+    hard links with ``link`` (many inputs, little disk)."""
     directory.mkdir(parents=True, exist_ok=True)
     names = sorted(MOBILENET_TOP1)
     out = []
     for i in range(n):
         name = names[i % len(names)]
         dst = directory / f"{Path(name).stem}-{i:04d}.png"
-        shutil.copyfile(IMAGES_DIR / name, dst)
+        if link:
+            try:
+                os.link(IMAGES_DIR / name, dst)
+            except OSError:  # another filesystem
+                shutil.copyfile(IMAGES_DIR / name, dst)
+        else:
+            shutil.copyfile(IMAGES_DIR / name, dst)
         out.append(dst)
     return out
 

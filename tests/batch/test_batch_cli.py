@@ -1,0 +1,126 @@
+"""`edge batch` from the command line: the JSON summary, a signed bundle required with --pubkey
+(one `error:` line otherwise), and a run killed with SIGKILL then resumed: every input exactly
+once, none missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime import load_private_key, sign_bundle
+from tests.batch.helpers import make_images, read_rows
+from tests.support.cli import run_cli
+from tests.support.paths import env_with_project
+
+
+def _signed(bundle: Path, keys: Any, dst: Path) -> Path:
+    shutil.copytree(bundle, dst)
+    sign_bundle(dst, load_private_key(keys.private))
+    return dst
+
+
+def test_json_summary_and_rows(mobilenet_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_images(tmp_path / "in", 4)
+    (tmp_path / "in" / "junk.png").write_text("junk")
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    code, out, err = run_cli(["batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"), "-o", db, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["inputs"] == 5 and summary["written"] == 5 and summary["errors"] == 1
+    assert summary["model"] == {"name": "mobilenet_v2", "version": 1} and summary["engine"] == "local"
+    assert "junk.png: not an image" in summary["error_samples"][0]
+    assert len(read_rows(db)) == 5
+
+    code, out, err = run_cli(["batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"), "-o", db], capsys)
+    assert code == 0 and out == ""
+    assert "5 input(s), 5 already done, 0 run" in err
+
+
+def test_pubkey_accepts_signed_refuses_unsigned_and_tampered(mobilenet_bundle: Path, keys: Any, other_keys: Any,
+                                                            tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    make_images(tmp_path / "in", 2)
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    signed = _signed(mobilenet_bundle, keys, tmp_path / "signed")
+    base = ["-s", str(tmp_path / "in"), "-o", db, "--pubkey", str(keys.public)]
+
+    code, _, err = run_cli(["batch", str(signed), *base, "--json"], capsys)
+    assert code == 0, err
+
+    tampered = _signed(mobilenet_bundle, keys, tmp_path / "tampered")
+    labels = tampered / "labels.txt"
+    labels.write_text(labels.read_text().replace("Egyptian cat", "Egyptian dog"))
+    wrong_key = _signed(mobilenet_bundle, other_keys, tmp_path / "other")
+    for bundle, what in ((mobilenet_bundle, "not signed"), (tampered, "labels.txt"), (wrong_key, "signature")):
+        code, out, err = run_cli(["batch", str(bundle), *base], capsys)
+        lines = err.strip().splitlines()
+        assert code == 1 and out == "", err
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert what in lines[0]
+    # nothing was written by the refused runs
+    assert len(read_rows(db)) == 2
+
+
+def _count(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM batch_predictions").fetchone()[0])
+    except sqlite3.OperationalError:  # the table is not there yet
+        return 0
+
+
+def _parts_rows(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in out.glob("part-*.parquet"))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
+def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path) -> None:
+    n = 200
+    make_images(tmp_path / "in", n, link=True)
+    db = tmp_path / "p.db"
+    parts = tmp_path / "parts"
+    output = f"sqlite:///{db}" if kind == "sqlite" else str(parts) + "/"
+    rows_in = (lambda: _count(db)) if kind == "sqlite" else (lambda: _parts_rows(parts) if parts.exists() else 0)
+    cmd = [sys.executable, "-m", "edge_cli", "batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"),
+           "-o", output, "--batch-size", "4", "--threads-per-worker", "1", "--json"]
+    proc = subprocess.Popen(cmd, env=env_with_project(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while rows_in() == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = rows_in()
+    assert 0 < before < n
+
+    done = subprocess.run(cmd, env=env_with_project(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["already_done"] == before
+    assert summary["written"] == n - before
+    rows = read_rows(output)
+    keys = [r["source_key"] for r in rows]
+    assert len(keys) == n and len(set(keys)) == n
+    assert set(keys) == {str(p) for p in (tmp_path / "in").iterdir()}
+    assert all(r["error"] is None for r in rows)
