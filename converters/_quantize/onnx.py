@@ -8,6 +8,10 @@ Traps handled rather than hit:
   whose int16 sums saturate; ``reduce_range`` (7-bit weights) is switched on for those CPUs.
 - Static int8 runs ``quant_pre_process`` (shape inference + graph optimization) first, as the
   onnxruntime docs ask, and calibrates on the user's data through the runtime's preprocessing.
+- A detection head (one ``[1, 4+classes, N]`` output, as the runtime guesses it) ends in a decode
+  tail that concatenates boxes in pixels with scores in 0-1: one uint8 scale for both leaves the
+  scores a handful of steps. The tail (every node after the last Conv/MatMul/Gemm on the way to
+  the output) stays float, as Ultralytics' own int8 exports do.
 """
 
 from __future__ import annotations
@@ -147,10 +151,17 @@ class OnnxQuantizer(Quantizer):
                 x = next(self._it, None)
                 return None if x is None else {name: x}
 
+        exclude: list[str] = []
+        if _is_detection_head(model):
+            source, exclude = _name_decode_tail(source, pre)
+            if exclude:
+                notes.append(f"detection head: its decode tail ({len(exclude)} node(s) after the last "
+                             "Conv/MatMul) stays float, so scores keep their precision next to pixel boxes")
         try:
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=exclude or None,
                             extra_options={"CalibMovingAverage": False})
         except _errors(KeyError, TypeError, IndexError) as exc:
             raise QuantizationError(f"static int8 ONNX quantization failed: {first_line(exc)}") from exc
@@ -164,6 +175,49 @@ class OnnxQuantizer(Quantizer):
                                  "weights": "int8", "per_channel": per_channel, "reduce_range": reduce_range,
                                  "calibration": options.calibration_method,
                                  "calibration_inputs": len(calibration)}, notes)
+
+
+def _is_detection_head(model: Any) -> bool:
+    from edge_runtime import guess_head
+
+    shapes = [[d.dim_value if d.dim_value > 0 else -1 for d in o.type.tensor_type.shape.dim]
+              for o in model.graph.output]
+    head = guess_head(shapes)
+    return head in ("yolo", "yolov5")
+
+
+def _name_decode_tail(source: Path, work: Path) -> tuple[Path, list[str]]:
+    """The nodes between the last compute op and the outputs, named (written to ``work`` when some
+    had no name) so that ``nodes_to_exclude`` can name them."""
+    onnx = require("onnx", "quantizing ONNX models")
+    model = onnx.load(str(source))
+    renamed = False
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"edge_node_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+            renamed = True
+    producer = {o: n for n in model.graph.node for o in n.output}
+    tail: list[str] = []
+    seen: set[str] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in _STATIC_OPS:
+            continue  # the network itself: quantized
+        tail.append(node.name)
+        stack.extend(node.input)
+    if renamed:
+        onnx.save(model, str(work))
+        return work, tail
+    return source, tail
 
 
 def _errors(*extra: type[BaseException]) -> tuple[type[BaseException], ...]:
