@@ -9,7 +9,8 @@ the same bytes again (a retry after a lost answer) is not a new sample: the answ
 one with ``duplicate: true``, so a device may resend until it gets an acknowledgement.
 
 Admins list samples (``GET /api/v1/samples``) and fetch their images
-(``GET /api/v1/samples/{id}/image``) to build the next training set.
+(``GET /api/v1/samples/{id}/image``) to build the next training set. This module is the logic;
+the routes are in ``routes/samples.py``.
 """
 
 from __future__ import annotations
