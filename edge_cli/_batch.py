@@ -12,6 +12,7 @@ from cloud_sync.batch import ENGINES, EngineOptions, run_batch
 from edge_runtime.backends import BACKEND_NAMES
 
 from ._common import echo_json
+from ._quiet import native_stderr_filtered, verbosity
 
 __all__ = ["batch_cmd"]
 
@@ -55,10 +56,13 @@ def batch_cmd(bundle: Path, source: str, output: str, engine: str, address: str 
     crash, writes only the missing rows and never one twice. An input that cannot be read becomes
     a row with its error.
     """
-    if engine == "ray" and threads is None:
-        threads = 1
+    if engine == "ray":
+        threads = threads or 1
+        if verbosity() == 0:
+            _quiet_ray_data()
     options = EngineOptions(workers=workers, batch_size=batch_size, address=address,
-                            object_store_memory=object_store_mb * 1024 * 1024 if object_store_mb else None)
+                            object_store_memory=object_store_mb * 1024 * 1024 if object_store_mb else None,
+                            load_guard=native_stderr_filtered)
     show_bar = sys.stderr.isatty() if progress is None else progress
     bar: Any = None
 
@@ -89,3 +93,13 @@ def batch_cmd(bundle: Path, source: str, output: str, engine: str, address: str 
                f"({summary.rows_per_s:.1f}/s, {summary.engine} engine)", err=True)
     for err in summary.error_samples:
         click.echo(f"  error row: {err}", err=True)
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs its plan, "progress bars disabled" and per-run statistics at INFO/WARNING on
+    its own handler; `edge batch` prints its own summary (``-v`` shows Ray's lines again)."""
+    import logging
+
+    import ray.data  # noqa: F401 - configures the "ray.data" logger on import; ours comes after
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)

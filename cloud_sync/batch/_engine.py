@@ -7,7 +7,8 @@ in one transaction. ``open_engine`` picks one by name: ``local`` (``_local.py``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,9 @@ class EngineOptions:
     object_store_memory: int | None = None
     #: CPUs the local Ray may use; None: workers x threads
     num_cpus: int | None = None
+    #: wraps loading the model in this process (the local engine), e.g. to filter what native
+    #: libraries write to stderr while they load; Ray actors load where their output is not shown
+    load_guard: Callable[[], AbstractContextManager[None]] | None = None
 
 
 class Engine(Protocol):

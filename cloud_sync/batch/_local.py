@@ -28,7 +28,11 @@ class LocalEngine:
             log.info("the local engine runs one model; --workers %d is for --engine ray", options.workers)
 
     def run(self, items: Sequence[InputItem], spec: PredictorSpec) -> Iterator[list[Row]]:
-        predictor = BatchPredictor(spec)
+        if self.options.load_guard is not None:
+            with self.options.load_guard():
+                predictor = BatchPredictor(spec)
+        else:
+            predictor = BatchPredictor(spec)
         try:
             # One batch ahead: the next chunk is read and inferred while the driver writes this one.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-local") as pool:
