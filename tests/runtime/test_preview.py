@@ -247,3 +247,15 @@ def test_pipeline_hands_each_frame_with_its_pixels(mobilenet_bundle: Path, refer
         w, h = Image.open(rec["source"]).size
         assert isinstance(px, np.ndarray) and px.shape == (h, w, 3) and px.dtype == np.uint8
     assert [r["frame"] for r, _ in seen] == list(range(70))
+
+
+def test_a_preview_port_in_use_is_a_usage_error(mobilenet_bundle: Path, reference_images: dict[str, Path]) -> None:
+    image = next(iter(reference_images.values()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        proc = subprocess.run([sys.executable, "-m", "edge_cli", "run", str(mobilenet_bundle), "--source", str(image),
+                               "--preview", f"127.0.0.1:{s.getsockname()[1]}"], cwd=ROOT, env=env_with_project(),
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "--preview" in proc.stderr and "cannot listen" in proc.stderr and proc.stdout == ""
