@@ -42,12 +42,16 @@ def worker_cmd(bundle: Path, broker: str, queue: str, prefetch: int, results: st
     """
     from cloud_sync.worker import Worker, stop_on_signals
 
-    keys = [load_public_key(p) for p in pubkey] or None
-    try:
-        worker = Worker.open(bundle, broker, queue, prefetch=prefetch, results=results, backend=backend,
-                             threads=threads, pubkey=keys)
+    try:  # before any work: a machine without the extra hears it at once
+        import pika  # noqa: F401
     except ImportError as exc:
-        raise CliError(f"`edge worker` needs pika ({exc.name or exc}); pip install 'edge-runtime[worker]'") from exc
+        raise CliError("edge worker needs pika (the AMQP client): pip install 'edge-runtime[worker]'") from exc
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # pika logs every failed connection attempt with a traceback; the worker's error says it once.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    keys = [load_public_key(p) for p in pubkey] or None
+    worker = Worker.open(bundle, broker, queue, prefetch=prefetch, results=results, backend=backend,
+                         threads=threads, pubkey=keys)
     stop_on_signals(worker)
     m = worker.host.model
     click.echo(f"worker: {m.name} v{m.version} on {m.backend_name}, queue {queue} (prefetch {prefetch}), "

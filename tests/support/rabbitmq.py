@@ -206,9 +206,11 @@ class Requester:
         self.ch.confirm_delivery()
 
     def send(self, body: bytes, correlation_id: str | None, *, content_type: str | None = None,
-             reply: bool = True, queue: str | None = None) -> None:
+             reply: bool = True, reply_to: str | None = None, queue: str | None = None) -> None:
+        """Publish a request; its ``reply_to`` is this client's queue, ``reply_to`` if given, or none
+        with ``reply=False``."""
         props = self._pika.BasicProperties(correlation_id=correlation_id, content_type=content_type,
-                                           reply_to=self.reply_to if reply else None, delivery_mode=2)
+                                           reply_to=(reply_to or self.reply_to) if reply else None, delivery_mode=2)
         self.ch.basic_publish("", queue or self.queue, body, props)
 
     def collect(self, n: int, timeout: float = 120) -> list[Message]:

@@ -101,16 +101,23 @@ def test_images_are_answered_with_their_labels_and_correlation_ids(
         assert set(rec["latency_ms"]) >= {"preprocess", "inference", "postprocess", "total"}
 
 
-def test_a_message_without_reply_to_is_answered_on_the_results_queue(
+def test_without_reply_to_the_result_goes_to_the_results_queue_and_a_vanished_reply_to_blocks_nothing(
         rabbit: RabbitMQ, start_worker: StartWorker, image_bytes: dict[str, bytes]) -> None:
-    start_worker("noreply")
+    worker = start_worker("noreply")
     client = Requester(rabbit.url, "noreply")
+    # A requester whose reply queue is gone: the answer cannot be delivered, the message is still done.
+    client.send(image_bytes["cat.png"], "left", reply_to="amq.gen-no-such-queue")
     client.send(image_bytes["sunflower.png"], "sun", reply=False)
     wait_for(lambda: queue_depth(rabbit.url, "noreply.results") == 1, 60, "a result on noreply.results")
     (msg,) = drain(rabbit.url, "noreply.results")
     client.close()
     assert msg.correlation_id == "sun"
     assert msg.json()["top_k"][0]["label"] == "daisy"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    stats = json.loads(Path(worker.err_path).read_text().strip().splitlines()[-1])  # type: ignore[attr-defined]
+    assert stats == {"worker": "noreply", "answered": 2, "dead": 0, "unroutable": 1}
+    assert queue_depth(rabbit.url, "noreply") == 0
 
 
 def test_an_oip_json_tensor_is_answered(rabbit: RabbitMQ, start_worker: StartWorker, mobilenet_bundle: Path,
