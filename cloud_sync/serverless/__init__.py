@@ -7,7 +7,10 @@ of ``edge_runtime.make_record``, the same record as ``edge run``, ``edge worker`
 Neither imports FastAPI or SQLAlchemy: a cold start is the runtime, the model and one prediction.
 
 AWS Lambda: handler ``cloud_sync.serverless.lambda_handler``, for API Gateway REST (proxy, payload
-1.0; add ``image/*`` to the API's binary media types), HTTP APIs (payload 2.0) and Function URLs.
+1.0; add ``image/*`` to the API's binary media types), HTTP APIs (payload 2.0) and Function URLs; it
+loads the bundle at the first request. ``cloud_sync.serverless.lambda_function.lambda_handler`` is
+the same handler with the bundle loaded at import, in Lambda's init phase (SnapStart, provisioned
+concurrency).
 A container image on Lambda's Python 3.11 base image::
 
     FROM public.ecr.aws/lambda/python:3.11

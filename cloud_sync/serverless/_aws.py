@@ -60,8 +60,9 @@ def _http(event: Mapping[str, Any], method: str, request_id: str) -> dict[str, A
                          {"Allow": "GET, POST"})
     try:
         body = _body(event)
-        record = host.answer(body, content_type=_header(event.get("headers"), "content-type"),
-                             source=f"lambda:{request_id}")
+        ctype = _header(event.get("headers"), "content-type") or _header(event.get("multiValueHeaders"),
+                                                                          "content-type")
+        record = host.answer(body, content_type=ctype, source=f"lambda:{request_id}")
     except RequestError as exc:
         log.info("request %s refused: %s", request_id, exc)
         return _response(error_status(exc), {"error": {"code": exc.code, "message": exc.message}})
@@ -96,6 +97,8 @@ def _header(headers: Any, name: str) -> str | None:
         return None
     for k, v in headers.items():
         if isinstance(k, str) and k.lower() == name:
+            if isinstance(v, list):  # multiValueHeaders (REST API payload 1.0)
+                return str(v[0]) if v else None
             return str(v)
     return None
 

@@ -297,3 +297,35 @@ def test_cloud_function_bad_requests_are_4xx_json(gcf_url: str) -> None:
     status, doc = post(gcf_url, b'{"inputs": [{"name": "nope", "datatype": "UINT8", "shape": [1], "data": [1]}]}',
                        "application/json")
     assert status == 400 and doc["error"]["code"] == "unknown_input" and "nope" in doc["error"]["message"]
+
+
+def test_rest_api_headers_may_come_only_as_multi_value_headers(lambda_env: None, mobilenet_bundle: Path,
+                                                               reference_images: dict[str, Path]) -> None:
+    from cloud_sync.serverless import lambda_handler
+
+    body = json.dumps(oip_body(mobilenet_bundle, reference_images["sunflower.png"]))
+    ev = event(API_GATEWAY_V1, body)
+    ev["headers"] = None
+    ev["multiValueHeaders"] = {"Content-Type": ["application/json"]}
+    assert answer(lambda_handler(ev, None))["top_k"][0]["label"] == "daisy"
+
+
+_PRELOAD = """
+import base64, json, sys
+from cloud_sync.serverless import load_stats
+assert not load_stats
+import cloud_sync.serverless.lambda_function as fn
+loaded = dict(load_stats)  # at import: Lambda's init phase
+r = fn.lambda_handler({"image": base64.b64encode(open(sys.argv[1], "rb").read()).decode()}, None)
+print(json.dumps({"loaded_at_import": bool(loaded), "label": r["top_k"][0]["label"]}))
+"""
+
+
+def test_the_preloading_handler_loads_the_bundle_at_import(mobilenet_bundle: Path,
+                                                           reference_images: dict[str, Path]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "LAMBDA_"))}
+    env.update({"EDGE_BUNDLE": str(mobilenet_bundle), "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run([sys.executable, "-c", _PRELOAD, str(reference_images["cat.png"])], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"loaded_at_import": True, "label": "Egyptian cat"}
