@@ -19,13 +19,16 @@ import weakref
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ._errors import BundleError, IntegrityError, ManifestError, SignatureError, UnsafeArchiveError
 from ._manifest import FileEntry, Manifest
-from ._signing import PrivateKey, PublicKey, sign_bytes, verify_bytes
+from ._signing import sign_bytes, verify_bytes
+
+if TYPE_CHECKING:
+    from ._signing import PrivateKey, PublicKey
 
 __all__ = [
     "Bundle",

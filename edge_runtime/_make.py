@@ -7,16 +7,18 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._bundle import write_bundle
 from ._errors import BackendUnavailableError, ModelError
 from ._manifest import Postprocess, Preprocess, TensorSpec
 from ._samples import check_samples as run_samples
 from ._samples import load_sample, sample_names
-from ._signing import PrivateKey
 from ._version import __version__
 from .backends import BackendOptions, backends_for
+
+if TYPE_CHECKING:
+    from ._signing import PrivateKey
 
 __all__ = ["ModelDescription", "describe_model", "detection_settings", "make_bundle", "model_format",
            "model_metadata"]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,8 +18,10 @@ from ._errors import BackendError, BundleError, InputError
 from ._imaging import ImagePreprocessor
 from ._manifest import Manifest, TensorSpec
 from ._record import Detection
-from ._signing import PublicKey
 from .backends import Backend, BackendOptions, TensorInfo, load_backend
+
+if TYPE_CHECKING:
+    from ._signing import PublicKey
 
 __all__ = ["Model", "Prediction", "RuntimeSettings", "resolve_settings"]
 

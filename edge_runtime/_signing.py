@@ -1,16 +1,23 @@
-"""Ed25519 keys and manifest signatures (``manifest.sig`` holds the raw 64-byte signature)."""
+"""Ed25519 keys and manifest signatures (``manifest.sig`` holds the raw 64-byte signature).
+
+cryptography (its Rust extension and a static OpenSSL: ~10 MiB of RSS) is imported by the functions
+that sign or verify, not by this module: a device running an unsigned bundle never loads it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from ._errors import KeyFileError, SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    PrivateKey = Ed25519PrivateKey
+    PublicKey = Ed25519PublicKey
 
 __all__ = [
     "PrivateKey",
@@ -23,8 +30,15 @@ __all__ = [
     "verify_bytes",
 ]
 
-PrivateKey = Ed25519PrivateKey
-PublicKey = Ed25519PublicKey
+
+def __getattr__(name: str) -> Any:
+    # PrivateKey / PublicKey are the cryptography classes, imported when first asked for.
+    if name in ("PrivateKey", "PublicKey"):
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return ed25519.Ed25519PrivateKey if name == "PrivateKey" else ed25519.Ed25519PublicKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PRIVATE_NAME = "edge_signing.key"
 PUBLIC_NAME = "edge_signing.pub"
@@ -37,6 +51,9 @@ def generate_keypair(out_dir: str | Path, *, overwrite: bool = False) -> tuple[P
     priv_path, pub_path = out / PRIVATE_NAME, out / PUBLIC_NAME
     if not overwrite and (priv_path.exists() or pub_path.exists()):
         raise KeyFileError(f"{priv_path} or {pub_path} already exists; pass overwrite to replace it")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     priv_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -76,6 +93,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -87,6 +107,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_public_key(data)
@@ -99,6 +122,8 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """A short stable name for a public key: the first 16 hex digits of sha256 of its raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -111,6 +136,8 @@ def verify_bytes(
     keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature: bytes, *, what: str
 ) -> str:
     """Check ``signature`` over ``data`` against any of ``keys``; return the id of the key that matched."""
+    from cryptography.exceptions import InvalidSignature
+
     if len(signature) != 64:
         raise SignatureError(f"{what}: signature is {len(signature)} bytes, an Ed25519 signature is 64")
     candidates = keys if isinstance(keys, list) else [keys]
