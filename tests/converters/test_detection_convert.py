@@ -6,10 +6,12 @@ boxes) and recommends by them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 from PIL import Image
 
 from converters import convert
@@ -91,3 +93,18 @@ def test_a_variant_that_loses_the_boxes_is_not_recommended(eval_dir: Path, tmp_p
     assert report.recommended in ("float", "dynamic")
     assert "int8" in report.recommendation and "excluded" in report.recommendation
     assert "recall" in report.recommendation
+
+
+def test_edge_convert_cli_then_edge_run(onnx_detector: Path, eval_dir: Path, tmp_path: Path,
+                                        edge_cli: Callable[..., Result]) -> None:
+    res = edge_cli("convert", onnx_detector, "--to", "onnx", "--quantize", "dynamic", "--eval", eval_dir,
+                   "--runs", "3", "--max-drop", "5", "-o", tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output[res.output.index("{"):])
+    assert data["task"] == "detection" and data["recommended"] in ("float", "dynamic")
+    assert {v["variant"]: v["recall"] for v in data["variants"]}["float"] == 100.0
+    bundle = tmp_path / "out" / "tiny_det-onnx-dynamic"
+    run = edge_cli("run", bundle, "--source", eval_dir / "cats.jpg", "--json", "--no-summary")
+    assert run.exit_code == 0, run.output
+    rec = json.loads(run.output.splitlines()[0])
+    assert rec["detections"] and "top_k" not in rec
