@@ -65,7 +65,7 @@ class DetectRules(BaseModel):
     the most specific one); otherwise the ``fallback`` profile of that architecture is used.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     systems: tuple[str, ...] = Field(default=("Linux",), min_length=1)
     """``platform.system()`` values this profile runs on (compared case-insensitively)."""
@@ -100,7 +100,7 @@ class Profile(BaseModel):
     Immutable: shipped profiles are cached and shared, so nobody may change them in place.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=_NAME_RE.pattern)
     """Identifier, equal to the file name without ``.toml`` (e.g. ``rpi-4b``)."""
