@@ -14,7 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -25,9 +25,11 @@ from edge_runtime import (
     Record,
     ScoredLabel,
     error_record,
+    is_archive,
     load_public_key,
     make_record,
     open_bundle,
+    pack_bundle,
 )
 from edge_runtime.sources import Frame
 
@@ -72,6 +74,18 @@ class PredictorSpec:
     backend: str | None = None
     s3_endpoint_url: str | None = None
     bundle_archive: bytes | None = field(default=None, repr=False)
+
+    def packed(self) -> PredictorSpec:
+        """This spec with the bundle inside as .tar.gz bytes, for workers that cannot read the
+        driver's files (a Ray cluster); they verify it again when they open it."""
+        if self.bundle_archive is not None:
+            return self
+        src = Path(self.bundle)
+        if src.is_file() and is_archive(src):
+            return replace(self, bundle_archive=src.read_bytes())
+        with tempfile.TemporaryDirectory(prefix="edge-batch-") as tmp:
+            archive = pack_bundle(src, Path(tmp) / "bundle.tar.gz")
+            return replace(self, bundle_archive=archive.read_bytes())
 
 
 def load_keys(pems: Sequence[bytes], workdir: Path) -> list[PublicKey] | None:

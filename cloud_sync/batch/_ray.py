@@ -16,12 +16,8 @@ paths only where the workers see the same files (this machine, or a shared files
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
-
-from edge_runtime import is_archive, pack_bundle
 
 from ._engine import EngineOptions
 from ._errors import BatchError
@@ -99,7 +95,7 @@ class RayEngine:
         ctx.print_on_execution_start = False
         ctx.enable_auto_log_stats = False
         if self.options.address is not None and spec.bundle_archive is None:
-            spec = _with_archive(spec)
+            spec = spec.packed()
         bs = self.options.batch_size
         ds: Any = self._ray.data.from_items([{"key": it.key, "frame": it.frame} for it in items],
                                        override_num_blocks=max(1, -(-len(items) // bs)))
@@ -124,14 +120,3 @@ class RayEngine:
             self._ray.shutdown()
             self._started = False
 
-
-def _with_archive(spec: PredictorSpec) -> PredictorSpec:
-    """The bundle as .tar.gz bytes, for actors that cannot read the driver's files."""
-    from dataclasses import replace
-
-    src = Path(spec.bundle)
-    if src.is_file() and is_archive(src):
-        return replace(spec, bundle_archive=src.read_bytes())
-    with tempfile.TemporaryDirectory(prefix="edge-batch-") as tmp:
-        archive = pack_bundle(src, Path(tmp) / "bundle.tar.gz")
-        return replace(spec, bundle_archive=archive.read_bytes())
