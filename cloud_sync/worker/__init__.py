@@ -6,7 +6,8 @@ Protocol's JSON form (``application/json``, batch 1). The answer is the record J
 (or to ``<queue>.results``). Acks are manual and follow the confirmed publish of the result;
 prefetch bounds the messages in hand; a poison message goes to ``<queue>.dead`` with the error in its
 headers (``x-error``, ``x-error-code``) and never blocks the queue; SIGTERM finishes the message in
-hand, gives back those sent ahead, and exits. Any number of workers may share a queue.
+hand, gives back those sent ahead, and exits. Any number of workers may share a queue. A broker lost
+while running is reconnected to (with back-off); the broker gives its unacked messages again.
 
 >>> w = Worker.open("mobilenet/", "amqp://guest:guest@localhost:5672/%2F", "images")  # doctest: +SKIP
 >>> stop_on_signals(w); w.run()                                                      # doctest: +SKIP
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._host import BundleHost, HostError, RequestError
-from ._errors import UndeliverableError, WorkerError
+from ._errors import BrokerUnavailableError, UndeliverableError, WorkerError
 from ._transport import Delivery, Handler, Transport
 from ._worker import Worker, WorkerStats, results_queue, stop_on_signals
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmqpTransport",
+    "BrokerUnavailableError",
     "BundleHost",
     "Delivery",
     "Handler",

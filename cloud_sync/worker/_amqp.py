@@ -22,7 +22,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from ._errors import UndeliverableError, WorkerError
+from ._errors import BrokerUnavailableError, UndeliverableError, WorkerError
 from ._transport import Delivery, Handler
 
 __all__ = ["AmqpTransport", "dead_letter_queue"]
@@ -60,16 +60,19 @@ class AmqpTransport:
         try:
             self._conn = pika.BlockingConnection(params)
         except pika.exceptions.AMQPError as exc:
-            raise WorkerError(f"cannot connect to the broker {_safe(url)}: {exc!r}") from exc
+            raise BrokerUnavailableError(f"cannot connect to the broker {_safe(url)}: {exc!r}") from exc
         try:
             self._ch = self._open_channel()
             self._declare(queue)
             self._declare(self.dead)
             if results:
                 self._declare(results)
-        except pika.exceptions.AMQPError as exc:
+        except pika.exceptions.ChannelClosedByBroker as exc:  # access refused, ...: settings, not weather
             self.close()
             raise WorkerError(f"cannot set up the queues on {_safe(url)}: {exc!r}") from exc
+        except pika.exceptions.AMQPError as exc:
+            self.close()
+            raise BrokerUnavailableError(f"lost the broker {_safe(url)} while declaring the queues: {exc!r}") from exc
 
     # -- setup -------------------------------------------------------------------------------
     def _open_channel(self) -> BlockingChannel:
@@ -109,15 +112,15 @@ class AmqpTransport:
             # Manual-ack consumer: pika nacks (requeue) whatever was delivered but not dispatched.
             self._ch.basic_cancel(self._consumer_tag)
         except pika.exceptions.AMQPError as exc:
-            raise WorkerError(f"lost the broker {_safe(self.url)}: {exc!r}; unacked messages go back "
-                              "to the queue") from exc
+            raise BrokerUnavailableError(f"lost the broker {_safe(self.url)}: {exc!r}; unacked messages go "
+                                         "back to the queue") from exc
         log.info("stopped consuming %s", self.queue)
 
     def ack(self, delivery: Delivery) -> None:
         try:
             self._ch.basic_ack(delivery.tag)
         except pika.exceptions.AMQPError as exc:
-            raise WorkerError(f"cannot ack a message on {self.queue}: {exc!r}") from exc
+            raise BrokerUnavailableError(f"cannot ack a message on {self.queue}: {exc!r}") from exc
 
     def reject(self, delivery: Delivery, error: str, code: str) -> None:
         headers = {**delivery.headers, "x-error": error[:4000], "x-error-code": code,
@@ -141,7 +144,7 @@ class AmqpTransport:
         except pika.exceptions.NackError as exc:
             raise UndeliverableError(f"the broker refused a message for {destination!r}") from exc
         except pika.exceptions.AMQPError as exc:
-            raise WorkerError(f"cannot publish to {destination!r}: {exc!r}") from exc
+            raise BrokerUnavailableError(f"cannot publish to {destination!r}: {exc!r}") from exc
 
     def stop(self) -> None:
         self._stopping = True

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -14,7 +16,7 @@ from types import FrameType
 from edge_runtime import PublicKey
 
 from .._host import BundleHost, RequestError
-from ._errors import UndeliverableError
+from ._errors import BrokerUnavailableError, UndeliverableError
 from ._transport import Delivery, Transport
 
 __all__ = ["Worker", "WorkerStats", "results_queue", "stop_on_signals"]
@@ -32,6 +34,7 @@ class WorkerStats:
     answered: int = 0       # results published and acked
     dead: int = 0           # poison messages moved to the dead-letter queue
     unroutable: int = 0     # results whose reply_to queue did not exist (the message is still acked)
+    reconnects: int = 0     # times the connection to the broker was lost and made again
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -47,11 +50,18 @@ class Worker:
     so it never waits for an answer that will not come.
     """
 
-    def __init__(self, host: BundleHost, transport: Transport, *, results: str, name: str = "worker") -> None:
+    def __init__(self, host: BundleHost, transport: Transport, *, results: str, name: str = "worker",
+                 reconnect: Callable[[], Transport] | None = None, reconnect_min_s: float = 0.5,
+                 reconnect_max_s: float = 15.0) -> None:
         self.host = host
         self.transport = transport
         self.results = results
         self.name = name
+        #: makes a new transport when the broker is lost (None: a lost broker ends :meth:`run`)
+        self.reconnect = reconnect
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self._stopping = False
         #: sent with every result (header ``x-worker``), so a client can tell the workers apart
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stats = WorkerStats()
@@ -65,20 +75,57 @@ class Worker:
 
         host = BundleHost.open(bundle, backend=backend, threads=threads, pubkey=pubkey)
         results = results or results_queue(queue)
+
+        def connect() -> Transport:
+            return AmqpTransport(broker, queue, prefetch=prefetch, results=results)
+
         try:
-            transport = AmqpTransport(broker, queue, prefetch=prefetch, results=results)
+            transport = connect()  # the first connection fails fast: a wrong URL is said at once
         except BaseException:
             host.close()
             raise
-        return cls(host, transport, results=results, name=queue)
+        return cls(host, transport, results=results, name=queue, reconnect=connect)
 
     def run(self) -> WorkerStats:
-        """Consume until :meth:`stop`; the delivery in hand is finished first."""
-        self.transport.consume(self.handle)
+        """Consume until :meth:`stop`; the delivery in hand is finished first. A lost broker is
+        reconnected to (backing off up to ``reconnect_max_s``); its unacked messages come again."""
+        while not self._stopping:
+            try:
+                self.transport.consume(self.handle)
+                break
+            except BrokerUnavailableError as exc:
+                if self.reconnect is None or self._stopping:
+                    raise
+                log.warning("%s; reconnecting", exc)
+                self.transport.close()
+                if not self._reconnect():
+                    break
         log.info("worker %s done: %s", self.name, self.stats.as_dict())
         return self.stats
 
+    def _reconnect(self) -> bool:
+        assert self.reconnect is not None
+        delay = self.reconnect_min_s
+        while not self._stopping:
+            deadline = time.monotonic() + delay
+            while not self._stopping and time.monotonic() < deadline:
+                time.sleep(0.05)  # short naps: a signal's stop() is seen at once
+            if self._stopping:
+                break
+            try:
+                self.transport = self.reconnect()
+            except BrokerUnavailableError as exc:
+                log.warning("%s; next attempt in %.1f s", exc, min(delay * 2, self.reconnect_max_s))
+                delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            self.stats.reconnects += 1
+            log.warning("reconnected to the broker")
+            return True
+        return False
+
     def stop(self) -> None:
+        """Stop after the delivery in hand; safe from a signal handler."""
+        self._stopping = True
         self.transport.stop()
 
     def close(self) -> None:

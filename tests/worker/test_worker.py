@@ -116,7 +116,7 @@ def test_without_reply_to_the_result_goes_to_the_results_queue_and_a_vanished_re
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
     stats = json.loads(Path(worker.err_path).read_text().strip().splitlines()[-1])  # type: ignore[attr-defined]
-    assert stats == {"worker": "noreply", "answered": 2, "dead": 0, "unroutable": 1}
+    assert stats == {"worker": "noreply", "answered": 2, "dead": 0, "unroutable": 1, "reconnects": 0}
     assert queue_depth(rabbit.url, "noreply") == 0
 
 
@@ -172,7 +172,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_queue_moves_on(
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
     stats = json.loads(Path(worker.err_path).read_text().strip().splitlines()[-1])  # type: ignore[attr-defined]
-    assert stats == {"worker": "mixed", "answered": 2, "dead": 3, "unroutable": 0}
+    assert stats == {"worker": "mixed", "answered": 2, "dead": 3, "unroutable": 0, "reconnects": 0}
 
 
 def test_two_workers_share_one_queue(rabbit: RabbitMQ, start_worker: StartWorker,
