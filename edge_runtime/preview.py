@@ -9,8 +9,8 @@ Bounded by construction: the pipeline hands over (record, pixels) by reference i
 mailbox (:meth:`PreviewServer.publish`, constant time, never blocks), so only the newest frame is
 kept. One encoder thread draws the boxes and encodes that frame to JPEG, and only while someone is
 watching; each viewer's thread sends the newest JPEG when it is ready, so a slow viewer skips
-frames instead of queueing them and never slows inference. The number of simultaneous streams is
-capped.
+frames instead of queueing them and never slows inference. Simultaneous streams and connections
+(threads) are capped.
 """
 
 from __future__ import annotations
@@ -68,11 +68,31 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     preview: PreviewServer
 
-    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], preview: PreviewServer) -> None:
+    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], preview: PreviewServer,
+                 max_connections: int) -> None:
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         self.preview = preview
+        #: one thread per connection, so connections are capped: the excess is closed at once
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(addr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("preview: connection from %s refused, every slot is taken", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class PreviewServer:
@@ -84,9 +104,10 @@ class PreviewServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_viewers: int = 8,
-                 max_side: int = 960, quality: int = 80, max_fps: float = 15.0) -> None:
+                 max_connections: int = 32, max_side: int = 960, quality: int = 80, max_fps: float = 15.0) -> None:
         self.host, self.port = host, port
         self.max_viewers = max_viewers
+        self.max_connections = max(max_connections, max_viewers + 1)
         self.max_side = max_side
         self.quality = quality
         self.max_fps = max_fps
@@ -110,7 +131,7 @@ class PreviewServer:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> PreviewServer:
         try:
-            self._server = _Server((self.host, self.port), _Handler, self)
+            self._server = _Server((self.host, self.port), _Handler, self, self.max_connections)
         except (OSError, OverflowError) as exc:
             msg = getattr(exc, "strerror", None) or str(exc)
             raise PreviewError(f"preview: cannot listen on {self.host}:{self.port} ({msg})") from exc

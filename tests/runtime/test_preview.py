@@ -259,3 +259,25 @@ def test_a_preview_port_in_use_is_a_usage_error(mobilenet_bundle: Path, referenc
                               capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "--preview" in proc.stderr and "cannot listen" in proc.stderr and proc.stdout == ""
+
+
+def test_connections_are_capped_and_the_excess_closed() -> None:
+    with PreviewServer("127.0.0.1", 0, max_viewers=1, max_connections=3) as preview:
+        preview.publish(_record(0), np.zeros((48, 64, 3), np.uint8))
+        idle = [socket.create_connection(("127.0.0.1", preview.port)) for _ in range(3)]  # hold every slot
+        wait_for(lambda: not _served(preview.port), 30, "the excess connection to be closed")
+        for s in idle:
+            s.close()
+        wait_for(lambda: _served(preview.port), 30, "a slot to free up")
+
+
+def _served(port: int) -> bool:
+    """Whether a request on a new connection gets an answer (False: closed without one)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/detections.json")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except (ConnectionError, http.client.HTTPException, TimeoutError):
+        return False
