@@ -218,3 +218,24 @@ def test_sigterm_mid_stream_loses_nothing(rabbit: RabbitMQ, start_worker: StartW
     left = [m.correlation_id for m in drain(rabbit.url, "drain")]
     assert sorted([*replied, *left]) == sorted(sent)
     assert stats["dead"] == 0
+
+
+def test_a_killed_worker_loses_nothing_another_worker_answers_its_messages(
+        rabbit: RabbitMQ, start_worker: StartWorker, image_bytes: dict[str, bytes]) -> None:
+    victim = start_worker("killed", "--prefetch", "4")
+    client = Requester(rabbit.url, "killed")
+    n = 60
+    sent = [f"k{i}" for i in range(n)]
+    for cid in sent:
+        client.send(image_bytes["grace_hopper.png"], cid)
+    first = client.collect(3)
+    victim.send_signal(signal.SIGKILL)  # no goodbye: its unacked messages must come back
+    victim.wait(30)
+    start_worker("killed")
+    rest = client.collect(n - len(first), timeout=300)
+    extra = client.collect(4, timeout=2)  # at-least-once: a result published just before the kill may repeat
+    client.close()
+    answered = [r.correlation_id for r in [*first, *rest, *extra]]
+    assert set(answered) == set(sent)
+    assert len(answered) - len(set(answered)) <= 1  # at most the one in hand when it died
+    assert queue_depth(rabbit.url, "killed") == 0
