@@ -70,8 +70,8 @@ class Service:
     def __init__(self, workdir: Path, pub: Path, env: dict[str, str], threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_ADMIN_TOKEN": TOKEN,
-                    "EDGE_INFERENCE_THREADS": str(threads), **env}
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGE_CLOUD_ADMIN_TOKEN": TOKEN,
+                    "EDGE_CLOUD_INFERENCE_THREADS": str(threads), **env}
         code = "from edge_cli.cloud._serve import serve_cmd; serve_cmd()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--port", str(self.port), "--data-dir", str(workdir),
@@ -186,8 +186,8 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     configs = [(enc, batching) for enc in args.encodings.split(",") for batching in (True, False)]
     for n, (enc, batching) in enumerate(configs):
-        env = {"EDGE_BATCHING": "true" if batching else "false", "EDGE_MAX_BATCH_SIZE": str(args.max_batch),
-               "EDGE_MAX_BATCH_WAIT_MS": str(args.max_wait_ms)}
+        env = {"EDGE_CLOUD_BATCHING": "true" if batching else "false", "EDGE_CLOUD_MAX_BATCH_SIZE": str(args.max_batch),
+               "EDGE_CLOUD_MAX_BATCH_WAIT_MS": str(args.max_wait_ms)}
         svc = Service(work / f"svc{n}", pub, env, args.threads)
         bodies = encode(tensors, enc == "binary")
         raw_n, raw_t, svc_n, errors = 0, 0.0, 0, 0

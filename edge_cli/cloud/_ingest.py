@@ -84,7 +84,8 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
     try:
         password = (os.environ.get("EDGE_CLOUD_MQTT_PASSWORD") or None) if password_file is None else None
         mqtt = MqttConfig(url=mqtt_url, username=username, password=password, password_file=password_file,
-                          ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+                          ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                          password_env="EDGE_CLOUD_MQTT_PASSWORD")
     except ValidationError as exc:
         raise IngestError(describe_validation_error(exc, "broker settings")) from exc
     config = IngestConfig.build(mqtt=mqtt, db_url=db_url, client_id=client_id, share_group=share_group,

@@ -8,7 +8,7 @@ Overrides: ``EDGE_<KEY>`` for a top-level key (``EDGE_DEVICE_ID``, ``EDGE_STATE_
 ``EDGE_UPDATES__POLL_INTERVAL_S=600``); values are JSON when they parse as JSON (numbers,
 booleans, lists), text otherwise. ``EDGE_CLOUD_TOKEN`` is the cloud token (a secret that should
 stay out of the file); the MQTT password is read by telemetry from ``EDGE_MQTT_PASSWORD``.
-Other ``EDGE_*`` variables (``EDGE_OUTBOX``, the cloud service's) are left alone.
+Other ``EDGE_*`` variables (``EDGE_OUTBOX``; the cloud service reads ``EDGE_CLOUD_*``) are left alone.
 
 Relative paths in the file are relative to the file's folder, so a config and its keys can move
 together.
@@ -464,7 +464,7 @@ def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, .
         else:
             parts = name[len(ENV_PREFIX):].lower().split("__")
             if parts[0] not in top:
-                continue  # somebody else's variable (EDGE_OUTBOX, the service's EDGE_DATABASE_URL...)
+                continue  # somebody else's variable (EDGE_OUTBOX, EDGE_PROFILE...; the service's are EDGE_CLOUD_*)
             loc = tuple(parts)
             value = _env_value(env[name])
         target = doc

@@ -75,6 +75,9 @@ class MqttConfig(_Model):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    #: the environment variable read last for the password: the device's by default; the cloud's ingester
+    #: sets EDGE_CLOUD_MQTT_PASSWORD, so one host's two roles never read each other's secret
+    password_env: str = Field("EDGE_MQTT_PASSWORD", pattern=r"^[A-Z_][A-Z0-9_]*$")
     keepalive_s: int = Field(30, ge=2, le=3600)
     connect_timeout_s: float = Field(10.0, gt=0, le=300)
     reconnect_min_s: float = Field(0.5, gt=0, le=3600)

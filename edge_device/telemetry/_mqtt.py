@@ -56,7 +56,7 @@ def _read_password(config: MqttConfig) -> str | None:
     if config.url_password is not None:
         return config.url_password
     # Last: the environment, so a systemd unit can pass the secret without a file.
-    return os.environ.get("EDGE_MQTT_PASSWORD") if config.user else None
+    return os.environ.get(config.password_env) if config.user else None
 
 
 def check_mqtt_files(config: MqttConfig) -> None:

@@ -76,3 +76,17 @@ def test_the_ingester_reads_its_broker_from_edge_cloud_mqtt_url(tmp_path: Path) 
     # An unusable value proves the variable was read (and fails before any connection).
     r = ingest({"EDGE_CLOUD_MQTT_URL": "http://broker:1883"})
     assert r.returncode == 1 and "scheme must be mqtt:// or mqtts://" in r.stderr, r.stderr
+
+
+def test_the_ingesters_broker_password_never_falls_back_to_the_devices(monkeypatch) -> None:
+    from edge_device.telemetry import MqttConfig
+    from edge_device.telemetry._mqtt import _read_password
+
+    monkeypatch.setenv("EDGE_MQTT_PASSWORD", "device-secret")
+    monkeypatch.delenv("EDGE_CLOUD_MQTT_PASSWORD", raising=False)
+    device = MqttConfig(url="mqtt://u@broker:1883")
+    ingester = MqttConfig(url="mqtt://u@broker:1883", password_env="EDGE_CLOUD_MQTT_PASSWORD")
+    assert _read_password(device) == "device-secret"
+    assert _read_password(ingester) is None
+    monkeypatch.setenv("EDGE_CLOUD_MQTT_PASSWORD", "cloud-secret")
+    assert _read_password(ingester) == "cloud-secret"
