@@ -93,9 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mqtt", default=None, metavar="URL", help="telemetry broker, e.g. mqtt://broker:1883")
     g.add_argument("--device-id", default=None, help="device id (default: the host name)")
     g.add_argument("--outbox", type=Path, default=None, help="telemetry outbox (default DATA_DIR/outbox.db)")
-    g.add_argument("--telemetry-confirm", choices=["cloud", "broker"], default="cloud",
-                   help="a record leaves the outbox once the cloud's ingester confirmed it (default) or at "
-                        "the broker's acknowledgement (no ingester)")
+    g.add_argument("--telemetry-confirm", choices=["auto", "ingester", "broker"], default="auto",
+                   help="when a record leaves the outbox: auto (default) waits for the cloud's ingester when one "
+                        "announces itself on edge/D/cmd/ingest, else for the broker's acknowledgement; ingester or "
+                        "broker force one")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
