@@ -1,7 +1,8 @@
 """Every cloud table (SQLAlchemy 2 Core) in one ``metadata``, engine setup, and the schema's
 migrations (Alembic), shared by the ingester and the service: one database, one schema history.
 
-Telemetry: one row per record, in one table per kind, keyed by ``(device_id, seq, idx)`` (``idx``
+Telemetry: one row per record, in one table per kind (and one row per detected object in
+``telemetry_detections``), keyed by ``(device_id, seq, idx)`` (``idx``
 is the record's position in its message); ``telemetry_messages`` holds one row per message and its
 unique ``(device_id, seq)`` is what drops duplicates. Typed columns carry what dashboards filter and
 chart on; ``record`` keeps the whole record as JSON (jsonb on PostgreSQL), so nothing a device sent
@@ -27,6 +28,7 @@ from ._service_tables import (
 )
 from ._tables import (
     metadata,
+    telemetry_detections,
     telemetry_devices,
     telemetry_events,
     telemetry_messages,
@@ -49,6 +51,7 @@ __all__ = [
     "registry_channel_events",
     "registry_models",
     "registry_versions",
+    "telemetry_detections",
     "telemetry_devices",
     "telemetry_events",
     "telemetry_messages",

@@ -9,10 +9,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -22,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "metadata",
+    "telemetry_detections",
     "telemetry_devices",
     "telemetry_events",
     "telemetry_messages",
@@ -94,6 +97,35 @@ telemetry_records = Table(
     Column("record", _Json, nullable=False),
     UniqueConstraint("device_id", "seq", "idx", name="uq_telemetry_records_key"),
     Index("ix_telemetry_records_device_ts", "device_id", "ts"),
+)
+
+#: One row per object a detector found: the ``detections`` of a telemetry record, flattened so
+#: objects can be counted per label and time in SQL. Keyed by the record's ``(device_id, seq, idx)``
+#: and ``obj`` (the object's position in the record's ``detections``); written in the record's
+#: transaction, and gone with it (``ON DELETE CASCADE``). ``ts`` and the model are the record's,
+#: copied so a per-label count needs no join. Boxes are ``[x1, y1, x2, y2]`` in frame pixels.
+telemetry_detections = Table(
+    "telemetry_detections",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("obj", Integer, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=True),
+    Column("model_name", Text, nullable=True),
+    Column("model_version", BigInteger, nullable=True),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=True),
+    Column("x1", Float, nullable=True),
+    Column("y1", Float, nullable=True),
+    Column("x2", Float, nullable=True),
+    Column("y2", Float, nullable=True),
+    PrimaryKeyConstraint("device_id", "seq", "idx", "obj", name="pk_telemetry_detections"),
+    ForeignKeyConstraint(["device_id", "seq", "idx"],
+                         ["telemetry_records.device_id", "telemetry_records.seq", "telemetry_records.idx"],
+                         name="fk_telemetry_detections_record", ondelete="CASCADE"),
+    Index("ix_telemetry_detections_label_ts", "label", "ts"),
+    Index("ix_telemetry_detections_device_ts", "device_id", "ts"),
 )
 
 telemetry_metrics = Table(
