@@ -4,6 +4,7 @@ once, none missing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from edge_runtime import load_private_key, sign_bundle
 from tests.support.cli import run_cli
 from tests.support.data import IMAGES_DIR, MOBILENET_TOP1
+from tests.support.net import free_port, wait_for
 from tests.support.paths import env_with_project
 
 # -- helpers of this file (tests import helpers from tests.support only) --------------------------
@@ -96,6 +99,12 @@ def test_json_summary_and_rows(mobilenet_bundle: Path, tmp_path: Path, capsys: p
     assert code == 0 and out == ""
     assert "5 input(s), 5 already done, 0 run" in err
 
+    # --progress: a tqdm bar on stderr even when stderr is not a terminal
+    db2 = f"sqlite:///{tmp_path / 'p2.db'}"
+    code, out, err = run_cli(["batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"), "-o", db2, "--progress"],
+                             capsys)
+    assert code == 0 and "edge batch: 100%" in err and "5/5" in err, err
+
 
 def test_pubkey_accepts_signed_refuses_unsigned_and_tampered(mobilenet_bundle: Path, keys: Any, other_keys: Any,
                                                             tmp_path: Path,
@@ -140,17 +149,74 @@ def _parts_rows(out: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in out.glob("part-*.parquet"))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
-def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running Ray cluster of one head node on loopback (2 CPUs, 100 MB object store), as
+    `ray start --head` makes it; its address. Stopped by killing its own process group."""
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    port = free_port()
+    env = {**env_with_project(), "RAY_AUTH_MODE": "disabled"}
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
+             "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--object-store-memory", str(100 * 1024 * 1024),
+             "--include-dashboard", "false", "--disable-usage-stats"],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: b"Ray runtime started" in log.read_bytes() or proc.poll() is not None, 180,
+                 "ray start --head")
+        assert proc.poll() is None, log.read_text()
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what the head started, if it outlived it
+
+
+def test_ray_cluster_address_with_a_signed_bundle(ray_cluster: str, mobilenet_bundle: Path, keys: Any,
+                                                  tmp_path: Path) -> None:
+    """--address: the job runs on a cluster this process did not start; the bundle travels to the
+    actors as bytes and each one verifies it with the same key."""
+    make_images(tmp_path / "in", 8)
+    signed = _signed(mobilenet_bundle, keys, tmp_path / "signed")
+    out = tmp_path / "preds.parquet"
+    cmd = [sys.executable, "-m", "edge_cli", "batch", str(signed), "-s", str(tmp_path / "in"), "-o", str(out),
+           "--engine", "ray", "--address", ray_cluster, "--workers", "2", "--batch-size", "2",
+           "--pubkey", str(keys.public), "--json"]
+    done = subprocess.run(cmd, env={**env_with_project(), "RAY_AUTH_MODE": "disabled"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["engine"], summary["workers"], summary["written"], summary["errors"]) == ("ray", 2, 8, 0)
+    rows = read_rows(str(out))
+    assert len(rows) == 8 and all(r["top_label"] == MOBILENET_TOP1[r["source_key"].rsplit("/", 1)[-1]
+                                                                   .rsplit("-", 1)[0] + ".png"] for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet", "ray-cluster"])
+def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """SIGKILL once some rows are in, run again: every input exactly once. With ``ray-cluster``
+    the driver of a job on a running cluster is killed (the cluster drops the job's actors)."""
     n = 200
     make_images(tmp_path / "in", n, link=True)
     db = tmp_path / "p.db"
     parts = tmp_path / "parts"
-    output = f"sqlite:///{db}" if kind == "sqlite" else str(parts) + "/"
-    rows_in = (lambda: _count(db)) if kind == "sqlite" else (lambda: _parts_rows(parts) if parts.exists() else 0)
+    output = str(parts) + "/" if kind == "parquet" else f"sqlite:///{db}"
+    rows_in = (lambda: _parts_rows(parts) if parts.exists() else 0) if kind == "parquet" else (lambda: _count(db))
     cmd = [sys.executable, "-m", "edge_cli", "batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"),
            "-o", output, "--batch-size", "4", "--threads-per-worker", "1", "--json"]
-    proc = subprocess.Popen(cmd, env=env_with_project(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = env_with_project()
+    if kind == "ray-cluster":
+        cmd += ["--engine", "ray", "--workers", "2", "--address", request.getfixturevalue("ray_cluster")]
+        env["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
         while rows_in() == 0 and proc.poll() is None and time.monotonic() < deadline:
@@ -166,7 +232,7 @@ def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path) -> N
     before = rows_in()
     assert 0 < before < n
 
-    done = subprocess.run(cmd, env=env_with_project(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["already_done"] == before
