@@ -24,14 +24,19 @@ log = logging.getLogger(__name__)
 @click.option("--queue", required=True, envvar="EDGE_WORKER_QUEUE", help="Queue of requests (declared durable).")
 @click.option("--prefetch", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Messages in hand at once (AMQP basic.qos); the rest stay in the queue for other workers.")
+@click.option("--queue-type", type=click.Choice(["classic", "quorum"]), default="classic", show_default=True,
+              help="Declare the queue as a quorum queue: replicated, and the broker dead-letters a message that "
+                   "crashed the workers --delivery-limit times.")
+@click.option("--delivery-limit", type=click.IntRange(min=1),
+              help="Deliveries of one message before the broker dead-letters it (quorum queues) [default: 5].")
 @click.option("--results", metavar="QUEUE",
               help="Where results of messages without reply_to go [default: QUEUE.results].")
 @click.option("--backend", help="Backend to run the model on (default: the device profile's best).")
 @click.option("--threads", type=click.IntRange(min=1), help="Backend threads.")
 @click.option("--pubkey", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Trusted public key: the bundle must be signed by it (repeatable).")
-def worker_cmd(bundle: Path, broker: str, queue: str, prefetch: int, results: str | None, backend: str | None,
-               threads: int | None, pubkey: tuple[Path, ...]) -> None:
+def worker_cmd(bundle: Path, broker: str, queue: str, prefetch: int, queue_type: str, delivery_limit: int | None,
+               results: str | None, backend: str | None, threads: int | None, pubkey: tuple[Path, ...]) -> None:
     """Answer inference requests from a RabbitMQ queue with records.
 
     A message is an image (JPEG, PNG, ...) or an Open Inference Protocol JSON tensor
@@ -50,8 +55,10 @@ def worker_cmd(bundle: Path, broker: str, queue: str, prefetch: int, results: st
         # pika logs every failed connection attempt with a traceback; the worker's error says it once.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     keys = [load_public_key(p) for p in pubkey] or None
-    worker = Worker.open(bundle, broker, queue, prefetch=prefetch, results=results, backend=backend,
-                         threads=threads, pubkey=keys)
+    if delivery_limit is not None and queue_type != "quorum":
+        raise CliError("--delivery-limit needs --queue-type quorum (classic queues do not count deliveries)")
+    worker = Worker.open(bundle, broker, queue, prefetch=prefetch, results=results, queue_type=queue_type,
+                         delivery_limit=delivery_limit, backend=backend, threads=threads, pubkey=keys)
     stop_on_signals(worker)
     m = worker.host.model
     click.echo(f"worker: {m.name} v{m.version} on {m.backend_name}, queue {queue} (prefetch {prefetch}), "

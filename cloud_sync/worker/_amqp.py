@@ -1,7 +1,11 @@
 """The RabbitMQ transport (AMQP 0-9-1, pika's BlockingConnection).
 
 - The request queue is declared durable (a queue that exists with other arguments is used as it
-  is); ``<queue>.dead`` (dead letters) and the results queue are declared durable beside it.
+  is); ``<queue>.dead`` (dead letters) and the results queue are declared durable beside it. As a
+  quorum queue (``queue_type="quorum"``) it also has a delivery limit and the broker's own
+  dead-lettering to ``<queue>.dead``: a message that crashes every worker taking it is dead-lettered
+  by the broker after ``delivery_limit`` deliveries. (Messages given back at a graceful stop count as
+  deliveries too, so keep the limit above the number of restarts one message may live through.)
 - ``basic.qos`` bounds the deliveries in hand to ``prefetch``; acks are manual and sent only after
   the result is published and confirmed by the broker (publisher confirms), so a worker that dies at
   any instant loses nothing: its unacked messages go back to the queue.
@@ -25,11 +29,14 @@ from pika.spec import Basic, BasicProperties
 from ._errors import BrokerUnavailableError, UndeliverableError, WorkerError
 from ._transport import Delivery, Handler
 
-__all__ = ["AmqpTransport", "dead_letter_queue"]
+__all__ = ["DEFAULT_DELIVERY_LIMIT", "QUEUE_TYPES", "AmqpTransport", "dead_letter_queue"]
 
 log = logging.getLogger(__name__)
 
 _PRECONDITION_FAILED = 406
+QUEUE_TYPES = ("classic", "quorum")
+#: deliveries of one message a quorum queue allows before the broker dead-letters it
+DEFAULT_DELIVERY_LIMIT = 5
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -40,11 +47,15 @@ class AmqpTransport:
     """One connection, one channel, one consumer on ``queue``."""
 
     def __init__(self, url: str, queue: str, *, prefetch: int = 4, results: str | None = None,
-                 poll_s: float = 0.2) -> None:
+                 queue_type: str = "classic", delivery_limit: int | None = None, poll_s: float = 0.2) -> None:
         if not queue:
             raise WorkerError("the queue name is empty")
         if not 1 <= prefetch <= 1000:
             raise WorkerError(f"prefetch must be between 1 and 1000, not {prefetch}")
+        if queue_type not in QUEUE_TYPES:
+            raise WorkerError(f"queue type {queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+        if delivery_limit is not None and (queue_type != "quorum" or delivery_limit < 1):
+            raise WorkerError("a delivery limit needs --queue-type quorum and is at least 1")
         self.url = url
         self.queue = queue
         self.dead = dead_letter_queue(queue)
@@ -63,7 +74,7 @@ class AmqpTransport:
             raise BrokerUnavailableError(f"cannot connect to the broker {_safe(url)}: {exc!r}") from exc
         try:
             self._ch = self._open_channel()
-            self._declare(queue)
+            self._declare(queue, self._queue_arguments(queue_type, delivery_limit), strict=queue_type != "classic")
             self._declare(self.dead)
             if results:
                 self._declare(results)
@@ -73,6 +84,9 @@ class AmqpTransport:
         except pika.exceptions.AMQPError as exc:
             self.close()
             raise BrokerUnavailableError(f"lost the broker {_safe(url)} while declaring the queues: {exc!r}") from exc
+        except BaseException:
+            self.close()
+            raise
 
     # -- setup -------------------------------------------------------------------------------
     def _open_channel(self) -> BlockingChannel:
@@ -81,12 +95,24 @@ class AmqpTransport:
         ch.basic_qos(prefetch_count=self.prefetch)
         return ch
 
-    def _declare(self, name: str) -> None:
+    def _queue_arguments(self, queue_type: str, delivery_limit: int | None) -> dict[str, Any] | None:
+        if queue_type == "classic":
+            return None
+        # A message that kills every worker that takes it (a crash in the backend, out of memory) is
+        # never acked nor rejected: the quorum queue counts its deliveries and, past the limit, the
+        # broker itself dead-letters it to <queue>.dead, so it cannot crash-loop the workers.
+        return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit or DEFAULT_DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead}
+
+    def _declare(self, name: str, arguments: dict[str, Any] | None = None, *, strict: bool = False) -> None:
         try:
-            self._ch.queue_declare(name, durable=True)
+            self._ch.queue_declare(name, durable=True, arguments=arguments)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != _PRECONDITION_FAILED:
                 raise
+            if strict:  # asked for a quorum queue: a classic one would silently lose the delivery limit
+                raise WorkerError(f"queue {name!r} exists with other settings than asked ({exc.reply_text}); "
+                                  "delete it or drop --queue-type/--delivery-limit") from exc
             # It exists with other arguments (a quorum queue, a TTL, its own dead-lettering): use it.
             log.info("queue %s exists with other settings (%s); using it as it is", name, exc.reply_text)
             self._ch = self._open_channel()

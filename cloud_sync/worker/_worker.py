@@ -68,8 +68,8 @@ class Worker:
 
     @classmethod
     def open(cls, bundle: str | Path, broker: str, queue: str, *, prefetch: int = 4, results: str | None = None,
-             backend: str | None = None, threads: int | None = None,
-             pubkey: PublicKey | list[PublicKey] | None = None) -> Worker:
+             queue_type: str = "classic", delivery_limit: int | None = None, backend: str | None = None,
+             threads: int | None = None, pubkey: PublicKey | list[PublicKey] | None = None) -> Worker:
         """Load the bundle, connect to the AMQP ``broker`` and declare the queues."""
         from ._amqp import AmqpTransport
 
@@ -77,7 +77,8 @@ class Worker:
         results = results or results_queue(queue)
 
         def connect() -> Transport:
-            return AmqpTransport(broker, queue, prefetch=prefetch, results=results)
+            return AmqpTransport(broker, queue, prefetch=prefetch, results=results, queue_type=queue_type,
+                                 delivery_limit=delivery_limit)
 
         try:
             transport = connect()  # the first connection fails fast: a wrong URL is said at once

@@ -194,14 +194,15 @@ class Requester:
     """A client of the worker: publishes requests with ``reply_to`` (its own exclusive queue) and a
     ``correlation_id``, and collects the answers."""
 
-    def __init__(self, url: str, queue: str) -> None:
+    def __init__(self, url: str, queue: str, *, declare: bool = True) -> None:
         import pika
 
         self._pika = pika
         self.queue = queue
         self.conn = pika.BlockingConnection(pika.URLParameters(url))
         self.ch = self.conn.channel()
-        self.ch.queue_declare(queue, durable=True)
+        if declare:  # durable, as `edge worker` declares a classic queue
+            self.ch.queue_declare(queue, durable=True)
         self.reply_to = self.ch.queue_declare("", exclusive=True).method.queue
         self.ch.confirm_delivery()
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pika.exceptions
 import pytest
 
 from tests.support.data import MOBILENET_TOP1
@@ -35,8 +36,9 @@ def start_worker(rabbit: RabbitMQ, mobilenet_bundle: Path, tmp_path: Path) -> It
     """`edge worker` processes on a queue, waited for until they consume; stopped (SIGTERM) at the end."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(queue: str, *extra: str, wait_consumers: int = 1) -> subprocess.Popen[str]:
-        declare_queue(rabbit.url, queue)
+    def start(queue: str, *extra: str, wait_consumers: int = 1, declare: bool = True) -> subprocess.Popen[str]:
+        if declare:  # or the worker declares it (its own kind) and the wait below needs it to exist
+            declare_queue(rabbit.url, queue)
         err = (tmp_path / f"worker{len(procs)}.err").open("w")
         p = subprocess.Popen([sys.executable, "-m", "edge_cli", "worker", str(mobilenet_bundle),
                               "--broker", rabbit.url, "--queue", queue, *extra],
@@ -48,7 +50,10 @@ def start_worker(rabbit: RabbitMQ, mobilenet_bundle: Path, tmp_path: Path) -> It
         def consuming() -> bool:
             if p.poll() is not None:
                 raise AssertionError(f"edge worker exited: {Path(err.name).read_text()}")
-            return consumer_count(rabbit.url, queue) >= wait_consumers
+            try:
+                return consumer_count(rabbit.url, queue) >= wait_consumers
+            except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+                return False
 
         wait_for(consuming, 120, f"a worker consuming {queue}", interval=0.2)
         return p
@@ -239,3 +244,45 @@ def test_a_killed_worker_loses_nothing_another_worker_answers_its_messages(
     assert set(answered) == set(sent)
     assert len(answered) - len(set(answered)) <= 1  # at most the one in hand when it died
     assert queue_depth(rabbit.url, "killed") == 0
+
+
+def test_a_quorum_queue_dead_letters_a_message_that_keeps_killing_workers(
+        rabbit: RabbitMQ, start_worker: StartWorker, image_bytes: dict[str, bytes]) -> None:
+    import pika
+
+    quorum = ("--queue-type", "quorum", "--delivery-limit", "2")
+    first = start_worker("crashy", *quorum, declare=False)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(60) == 0
+    client = Requester(rabbit.url, "crashy", declare=False)
+    client.send(b"a message that crashes whoever takes it", "boom")
+    # What a crashing worker does: take the message and vanish without ack or reject.
+    takes = 0
+    for _ in range(10):
+        conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+        method, _props, _body = conn.channel().basic_get("crashy", auto_ack=False)
+        conn.close()
+        if method is None:
+            break
+        takes += 1
+    assert takes == 3  # the first delivery and two more: then the broker gives up on it
+    wait_for(lambda: queue_depth(rabbit.url, "crashy.dead") == 1, 30, "the broker's dead letter")
+    (dead,) = drain(rabbit.url, "crashy.dead")
+    assert dead.correlation_id == "boom"
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    # The queue is not blocked: a worker on it answers what comes next.
+    start_worker("crashy", *quorum, declare=False)
+    client.send(image_bytes["cat.png"], "next")
+    (reply,) = client.collect(1)
+    client.close()
+    assert reply.correlation_id == "next" and reply.json()["top_k"][0]["label"] == "Egyptian cat"
+
+
+def test_asking_for_a_quorum_queue_where_a_classic_one_exists_is_an_error(rabbit: RabbitMQ,
+                                                                          mobilenet_bundle: Path) -> None:
+    declare_queue(rabbit.url, "classic")
+    proc = subprocess.run([sys.executable, "-m", "edge_cli", "worker", str(mobilenet_bundle), "--broker", rabbit.url,
+                           "--queue", "classic", "--queue-type", "quorum"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "queue 'classic' exists with other settings than asked" in proc.stderr.strip().splitlines()[-1]
