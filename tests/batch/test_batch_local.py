@@ -282,3 +282,25 @@ def test_s3_prefix_and_missing_key(mobilenet_bundle: Path, s3_endpoint: str, aws
 
     with pytest.raises(BatchError, match="cannot list"):
         run_batch(mobilenet_bundle, "s3://no-such-bucket/x", out, s3_endpoint_url=s3_endpoint)
+
+
+def test_detection_rows_hold_what_the_runtime_says(shared_data: Path, tmp_path: Path) -> None:
+    """A detection bundle: the detections (JSON) and the best one as top label/score, exactly what
+    Model.predict gives for the same file."""
+    from edge_runtime import Model, load_image, make_bundle
+
+    det = shared_data / "detection"
+    bundle = make_bundle(det / "models" / "ssd_mobilenet_v1_coco.tflite", tmp_path / "ssd", task="detection")
+    out = str(tmp_path / "det.parquet")
+    summary = run_batch(bundle, str(det / "images"), out)
+    assert (summary.inputs, summary.errors) == (3, 0)
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out).to_pylist()
+    with Model.load(bundle, threads=1) as model:
+        for r in rows:
+            want = model.predict(load_image(r["source_key"])).detections
+            assert want, r["source_key"]
+            assert json.loads(r["detections"]) == want
+            assert (r["top_label"], r["top_score"]) == (want[0]["label"], want[0]["score"])
+            assert r["values"] is None and json.loads(r["record"])["detections"] == want
