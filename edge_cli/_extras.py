@@ -76,6 +76,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("cloud ingest", {"paho": "paho-mqtt", "sqlalchemy": "sqlalchemy"}, "cloud"),
     # The broker configuration lives in cloud_sync.ingest, whose import needs SQLAlchemy.
     Requirement("cloud broker-config", {"sqlalchemy": "sqlalchemy"}, "cloud"),
+    # edge batch: Ray only for --engine ray; the output's and the source's library only when used.
+    Requirement("batch", {"ray": "ray[data]", "pyarrow": "pyarrow"}, "batch", option="engine", flag="--engine ray",
+                when=lambda v: v == "ray"),
+    Requirement("batch", {"sqlalchemy": "sqlalchemy"}, "batch", option="output", flag="--output {value}",
+                when=lambda v: "://" in str(v)),
+    Requirement("batch", {"pyarrow": "pyarrow"}, "batch", option="output", flag="--output {value}",
+                when=lambda v: "://" not in str(v)),
+    Requirement("batch", {"boto3": "boto3"}, "batch", option="source", flag="--source {value}",
+                when=lambda v: str(v).startswith("s3://")),
 )
 
 

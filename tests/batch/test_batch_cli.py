@@ -242,3 +242,39 @@ def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path, requ
     assert len(keys) == n and len(set(keys)) == n
     assert set(keys) == {str(p) for p in (tmp_path / "in").iterdir()}
     assert all(r["error"] is None for r in rows)
+
+
+# Makes every import of the listed top-level packages fail, like a machine without them.
+_BLOCKING_SHIM = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+sys.argv = ["edge", *sys.argv[2:]]
+from edge_cli import main
+main()
+"""
+
+
+def _edge_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _BLOCKING_SHIM, blocked, *args], env=env_with_project(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_local_engine_needs_no_ray_and_ray_engine_says_what_to_install(mobilenet_bundle: Path,
+                                                                      tmp_path: Path) -> None:
+    make_images(tmp_path / "in", 2)
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    base = ["batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"), "-o", db]
+    local = _edge_without("ray", *base, "--json")
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["written"] == 2
+
+    ray = _edge_without("ray", *base, "--engine", "ray")
+    lines = ray.stderr.strip().splitlines()
+    assert ray.returncode == 1 and len(lines) == 1, ray.stderr
+    assert lines[0] == "error: edge batch --engine ray needs ray[data]: pip install 'edge-runtime[batch]'"
