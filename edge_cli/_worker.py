@@ -43,7 +43,8 @@ def worker_cmd(bundle: Path, broker: str, queue: str, prefetch: int, queue_type:
     (application/json, batch 1). The record JSON goes to the message's reply_to with its
     correlation_id (or to --results). Messages are acked after their result is published; one that
     cannot be answered goes to QUEUE.dead with the error in its x-error header. Run as many workers
-    on one queue as you like. SIGTERM finishes the message in hand and exits 0.
+    on one queue as you like. SIGTERM finishes the message in hand and exits 0. A broker lost while
+    running is reconnected to; it gives the unacked messages again.
     """
     from cloud_sync.worker import Worker, stop_on_signals
 
