@@ -71,6 +71,7 @@ from edge_runtime import describe_validation_error, first_line, utc_now
 from .._errors import DatabaseError, IngestError, PayloadError
 from ..db import (
     make_engine,
+    telemetry_detections,
     telemetry_devices,
     telemetry_events,
     telemetry_messages,
@@ -78,7 +79,7 @@ from ..db import (
     telemetry_records,
     telemetry_rejects,
 )
-from ._parse import ROW_BUILDERS, Parsed, Rejected, as_time, parse_message, salvage_key
+from ._parse import ROW_BUILDERS, Parsed, Rejected, as_time, detection_rows, parse_message, salvage_key
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage, MQTTMessageInfo
@@ -443,6 +444,7 @@ class Ingester:
             fresh = {(r[0], r[1]) for r in conn.execute(stmt, msg_rows)}
             out.duplicates += len(msg_rows) - len(fresh)
             rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            objects: list[tuple[Any, ...]] = []  # telemetry_detections, after their records
             for key in fresh:
                 env = envelopes[key].envelope
                 assert env is not None
@@ -454,12 +456,20 @@ class Ingester:
                     # pydantic-core's encoder: several times faster than json.dumps on the hot path
                     rows[env.kind].append((env.device_id, env.seq, idx, *extracted.values(),
                                            to_json(rec).decode("utf-8")))
+                    if env.kind == "telemetry" and "detections" in rec:
+                        # telemetry_detections' column order: the key, obj, the record's ts and
+                        # model, then label, score, x1, y1, x2, y2
+                        objects.extend((env.device_id, env.seq, idx, o[0], extracted["ts"],
+                                        extracted["model_name"], extracted["model_version"], *o[1:])
+                                       for o in detection_rows(rec))
                 d = seen(env.device_id)
                 d["last_seq"] = max(env.seq, d["last_seq"] or 0)
                 out.messages += 1
             for kind, kind_rows in rows.items():
                 conn.exec_driver_sql(self._insert_sql(kind), kind_rows)
                 out.records += len(kind_rows)
+            if objects:
+                conn.exec_driver_sql(self._insert_sql("detections"), objects)
         if out.rejected:
             conn.execute(insert(telemetry_rejects), [
                 {"received_at": now, "topic": r.topic, "device_id": r.device_id, "seq": r.seq,
@@ -476,6 +486,10 @@ class Ingester:
         than the database itself, so these rows go to the driver directly (the column order is
         the row builder's, checked against the table at import).
         """
+        if kind == "detections":
+            cols = [c.name for c in telemetry_detections.columns]
+            marks = ", ".join(("%s" if self._dialect == "postgresql" else "?") for _ in cols)
+            return f"INSERT INTO {telemetry_detections.name} ({', '.join(cols)}) VALUES ({marks})"
         cols = ["device_id", "seq", "idx", *_ROW_COLUMNS[kind], "record"]
         if self._dialect == "postgresql":
             marks = ", ".join("CAST(%s AS JSONB)" if c == "record" else "%s" for c in cols)

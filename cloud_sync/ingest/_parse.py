@@ -15,10 +15,13 @@ from edge_device.telemetry import SCHEMA_VERSION, MessageEnvelope, StatusMessage
 
 from .._errors import PayloadError
 
-__all__ = ["Parsed", "Rejected", "parse_message", "salvage_key"]
+__all__ = ["MAX_OBJECTS_PER_RECORD", "Parsed", "Rejected", "detection_rows", "parse_message", "salvage_key"]
 
 _TOPIC = re.compile(r"^edge/([^/]+)/(telemetry|metrics|events|status)$")
 _INT64 = 2**63 - 1
+#: objects of one record kept as rows (the runtime's max_detections defaults to 100; the whole
+#: list stays in the record's JSON anyway)
+MAX_OBJECTS_PER_RECORD = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,9 @@ def telemetry_row(rec: dict[str, Any]) -> dict[str, Any]:
     # Runs once per record on the ingester's hot path: plain lookups, no intermediate dicts.
     top_k = rec.get("top_k")
     top = top_k[0] if isinstance(top_k, list) and top_k and isinstance(top_k[0], dict) else None
+    if top is None:  # a detector's record: its best object, as Prediction.label has it
+        dets = rec.get("detections")
+        top = dets[0] if isinstance(dets, list) and dets and isinstance(dets[0], dict) else None
     model = rec.get("model")
     if not isinstance(model, dict):
         model = None
@@ -161,6 +167,27 @@ def telemetry_row(rec: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": as_float(lat.get("total")) if isinstance(lat, dict) else None,
         "error": as_str(rec.get("error")),
     }
+
+
+def detection_rows(rec: dict[str, Any]) -> list[tuple[int, str, float | None, float | None, float | None,
+                                                      float | None, float | None]]:
+    """``(obj, label, score, x1, y1, x2, y2)`` for each object of a record's ``detections``; ``obj``
+    is its position in the list. An entry that is not an object with a label is skipped (its
+    position stays unused); a box that is not four numbers gives NULL coordinates."""
+    dets = rec.get("detections")
+    if not isinstance(dets, list) or not dets:
+        return []
+    out = []
+    for obj, d in enumerate(dets[:MAX_OBJECTS_PER_RECORD]):
+        if not isinstance(d, dict):
+            continue
+        label = as_str(d.get("label"))
+        if label is None:
+            continue
+        box = d.get("box")
+        xs = [as_float(v) for v in box] if isinstance(box, list) and len(box) == 4 else [None] * 4
+        out.append((obj, label, as_float(d.get("score")), xs[0], xs[1], xs[2], xs[3]))
+    return out
 
 
 def metrics_row(rec: dict[str, Any]) -> dict[str, Any]:
