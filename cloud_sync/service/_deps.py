@@ -21,6 +21,7 @@ from ._auth import Principal, hash_token, parse_bearer, tokens_equal
 from ._db import make_engine
 from ._devices import DeviceRegistry
 from ._errors import ForbiddenError, UnauthorizedError
+from ._imagein import DECODE_LIMITS
 from ._inference import ModelManager
 from ._metrics import MetricsRegistry
 from ._notify import Notifier, make_notifier
@@ -53,6 +54,7 @@ class Service:
     @classmethod
     def build(cls, settings: ServiceSettings) -> Service:
         keys = [load_public_key(p) for p in settings.trusted_keys]
+        DECODE_LIMITS.configure(settings.max_decode_pixels, settings.max_concurrent_decodes)
         engine = make_engine(settings.resolved_database_url)
         store = open_store(settings)
         notifier = make_notifier(settings)

@@ -16,7 +16,6 @@ the routes are in ``routes/samples.py``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -24,14 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
-
-from edge_runtime import MAX_IMAGE_PIXELS
 
 from ._db import samples, utcnow
 from ._errors import (
@@ -41,7 +38,7 @@ from ._errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from ._imagein import replay_request
+from ._imagein import DECODE_LIMITS, open_bounded, replay_request
 from ._registry import _iso
 from ._storage import BlobStore
 
@@ -106,21 +103,19 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
 
 
 def _inspect(data: bytes) -> tuple[str, str, int, int]:
-    """(content type, suffix, width, height) of a JPEG or PNG; 415/422 for anything else."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, (w, h) = im.format or "", im.size
-            if fmt not in _FORMATS:
-                raise UnsupportedMediaTypeError(f"samples are JPEG or PNG images, not {fmt or 'unknown'}",
-                                                code="unsupported_image_format")
-            if w * h > MAX_IMAGE_PIXELS:
-                raise UnprocessableError(f"image is {w}x{h}, more than {MAX_IMAGE_PIXELS} pixels",
-                                         code="image_too_large")
-            im.load()  # a truncated file fails here rather than in someone's training run
-    except UnidentifiedImageError as exc:
-        raise UnprocessableError("the image is not a JPEG or PNG Pillow can read", code="bad_image") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnprocessableError(f"the image is corrupt or truncated ({exc})", code="bad_image") from exc
+    """(content type, suffix, width, height) of a JPEG or PNG; 415/422 for anything else. The
+    header's pixel count is checked before any decoding, and decodes share the service's bound."""
+    with DECODE_LIMITS.slots:
+        im = open_bounded(data)
+        try:
+            with im:
+                fmt, (w, h) = im.format or "", im.size
+                if fmt not in _FORMATS:
+                    raise UnsupportedMediaTypeError(f"samples are JPEG or PNG images, not {fmt or 'unknown'}",
+                                                    code="unsupported_image_format")
+                im.load()  # a truncated file fails here rather than in someone's training run
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise UnprocessableError(f"the image is corrupt or truncated ({exc})", code="bad_image") from exc
     ctype, suffix = _FORMATS[fmt]
     return ctype, suffix, w, h
 

@@ -57,6 +57,18 @@ class ServiceSettings(BaseSettings):
                                     "archive may unpack to")
     max_image_bytes: int = Field(default=16 * 1024**2, ge=1024)
     max_infer_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    #: images (``/classify``, samples) whose header declares more pixels are refused before any
+    #: decoding (a 230 KiB PNG can declare 9000x9000 = 243 MB of RGB); a larger JPEG is decoded
+    #: reduced (Pillow's ``draft``) when that brings it under the bound
+    max_decode_pixels: int = Field(default=24_000_000, ge=64 * 64, le=100_000_000)
+    #: images decoded at once per process; the others wait (bounds the decode memory)
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
+
+    # -- field samples ---------------------------------------------------------------------
+    #: per device: at most this many samples and bytes are kept; when a new one would pass either
+    #: bound, the device's oldest samples are dropped (retention) to make room
+    samples_max_per_device: int = Field(default=1000, ge=1)
+    samples_max_bytes_per_device: int = Field(default=256 * 1024**2, ge=1024)
 
     # -- inference -------------------------------------------------------------------------
     #: gather concurrent requests into one backend call (models with a dynamic batch dimension;
