@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ._engine import EngineOptions
@@ -86,6 +87,9 @@ class RayEngine:
         self._started = True
 
     def run(self, items: Sequence[InputItem], spec: PredictorSpec) -> Iterator[list[Row]]:
+        if spec.threads is None:
+            # what each actor reserves is what its model uses: one CPU, one inference thread
+            spec = replace(spec, threads=1)
         threads = spec.threads or 1
         self._init(threads)
         from ray.data import ActorPoolStrategy, DataContext

@@ -304,3 +304,24 @@ def test_detection_rows_hold_what_the_runtime_says(shared_data: Path, tmp_path: 
             assert json.loads(r["detections"]) == want
             assert (r["top_label"], r["top_score"]) == (want[0]["label"], want[0]["score"])
             assert r["values"] is None and json.loads(r["record"])["detections"] == want
+
+
+def test_every_worker_verifies_the_bundle_it_loads(mobilenet_bundle: Path, keys: Any, tmp_path: Path) -> None:
+    """What a worker (a Ray actor) is handed is verified again where it loads: a bundle changed
+    after the driver's check, or shipped as a tampered archive, is refused there."""
+    from cloud_sync.batch import BatchPredictor, PredictorSpec
+    from edge_runtime import EdgeError, load_private_key, sign_bundle
+
+    signed = tmp_path / "signed"
+    shutil.copytree(mobilenet_bundle, signed)
+    sign_bundle(signed, load_private_key(keys.private))
+    spec = PredictorSpec(bundle=str(signed), pubkeys_pem=(keys.public.read_bytes(),))
+    BatchPredictor(spec).close()
+    packed = spec.packed()
+    (signed / "labels.txt").write_text("tampered\n")
+    with pytest.raises(EdgeError, match="labels.txt"):
+        BatchPredictor(spec)
+    ok = BatchPredictor(packed)  # the archive was made before the change
+    ok.close()
+    with pytest.raises(EdgeError, match="not signed|signature"):
+        BatchPredictor(PredictorSpec(bundle=str(mobilenet_bundle), pubkeys_pem=(keys.public.read_bytes(),)))
