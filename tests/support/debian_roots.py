@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.support.paths import ROOT
+
 __all__ = [
     "aarch64_site",
     "cache_dir",
@@ -141,7 +143,7 @@ def project_requirements(*extras: str) -> list[str]:
     """The distribution's requirements (core plus ``extras``), read from pyproject.toml."""
     import tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
     for extra in extras:
         reqs += [r for r in project["optional-dependencies"][extra] if not r.startswith("edge-runtime")]
