@@ -12,6 +12,7 @@ from ._errors import BadRequestError, PayloadTooLargeError, RangeNotSatisfiableE
 __all__ = ["content_type", "parse_range", "read_limited", "spool_limited"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MAX_DIGITS = 18
 
 
 def content_type(request: Request) -> str:
@@ -69,13 +70,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     a, b = m.groups()
     if a == "" and b == "":
         return None
+    # Positions are bounded before int() sees them: Python refuses to convert more than 4300
+    # digits, and no object is anywhere near 10**18 bytes.
     if a == "":  # suffix: the last b bytes
-        n = int(b)
+        n = int(b) if len(b) <= _MAX_DIGITS else size
         if n == 0:
             raise RangeNotSatisfiableError("a zero-length suffix range selects nothing", size=size)
         return max(0, size - n), size - 1
+    if len(a) > _MAX_DIGITS:
+        raise RangeNotSatisfiableError(f"range start {a[:24]}... is outside the {size}-byte bundle", size=size)
     start = int(a)
-    end = int(b) if b else size - 1
+    end = int(b) if b and len(b) <= _MAX_DIGITS else size - 1
     if start >= size or (b and end < start):
-        raise RangeNotSatisfiableError(f"range {header} is outside the {size}-byte bundle", size=size)
+        raise RangeNotSatisfiableError(f"range {header[:64]} is outside the {size}-byte bundle", size=size)
     return start, min(end, size - 1)

@@ -26,6 +26,7 @@ from edge_runtime import (
     SignatureError,
     UnsafeArchiveError,
     open_bundle,
+    prescan_tar,
     safe_extract,
     sha256_file,
 )
@@ -97,7 +98,16 @@ class Registry:
 
     # -- upload ----------------------------------------------------------------------------
     def publish(self, archive: Path, *, channel: str | None = None) -> VersionRecord:
-        """Verify ``archive`` (a .tar.gz bundle) against the trusted keys and store it."""
+        """Verify ``archive`` (a .tar.gz bundle) against the trusted keys and store it.
+
+        The raw tar headers are pre-scanned first (``prescan_tar``, constant memory): a few MB of
+        gzip whose PAX header declares hundreds of MiB is refused before tarfile would read it."""
+        try:
+            prescan_tar(archive)
+        except UnsafeArchiveError as exc:
+            raise UnprocessableError(_strip(exc, archive), code="unsafe_archive") from exc
+        except BundleError as exc:
+            raise UnprocessableError(_strip(exc, archive), code="bad_bundle") from exc
         if not self.trusted_keys:
             raise UnprocessableError("this service has no trusted signing keys configured (trusted_keys), "
                                      "so it accepts no bundle", code="no_trusted_keys")

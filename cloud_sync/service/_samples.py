@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,29 @@ async def parse_sample_form(request: Request, body: bytes) -> tuple[bytes, str |
         raise BadRequestError(f"multipart body cannot be parsed: {exc}", code="bad_multipart") from exc
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send finite numbers (or null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:32]} is out of range for a JSON number")
+    return value
+
+
 def parse_metadata(text: str | None) -> dict[str, Any]:
     if text is None or not text.strip():
         return {}
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise BadRequestError(f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="metadata_too_large")
     try:
-        value = json.loads(text)
+        # NaN, Infinity and 1e999 are not JSON (RFC 8259): no database column stores them
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise BadRequestError(f"metadata is not JSON: {exc}", code="bad_metadata") from exc
+    except RecursionError as exc:
+        raise BadRequestError("metadata is nested too deeply", code="bad_metadata") from exc
     if not isinstance(value, dict):
         raise BadRequestError("metadata must be a JSON object", code="bad_metadata")
     return value

@@ -19,7 +19,7 @@ from PIL import Image
 
 from edge_device.client import CloudClient
 from edge_runtime import load_private_key, pack_bundle
-from edge_runtime._signing import sign_bytes  # noqa: PLC2701 - tests only: sign a manifest open_bundle refuses
+from edge_runtime._signing import sign_bytes
 from tests.support.capped_service import CappedService
 from tests.support.keys import Keys
 from tests.support.paths import SHARED as DATA
@@ -144,6 +144,7 @@ def test_pax_header_bomb_upload_under_a_memory_cap(capped: CappedService, tmp_pa
 
 # -- item 3b: versions bounded ---------------------------------------------------------------------
 def _resign_with_version(bundle: Path, version: int, key: Path, out_dir: Path) -> Path:
+    # sign_bytes, not sign_bundle: sign_bundle opens the bundle, and the manifest refuses this version
     src = out_dir / "src"
     with tarfile.open(bundle, "r:gz") as tf:
         tf.extractall(src, filter="data")
