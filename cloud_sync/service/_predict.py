@@ -31,7 +31,8 @@ async def run_items(lm: LoadedModel, tensors: list[np.ndarray], batch: int) -> l
 
 
 async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, Any]:
-    """The top-k labels of an encoded image, with the record's latency breakdown and path."""
+    """The top-k labels of an encoded image (a detector's ``detections``: label, score, box
+    [x1, y1, x2, y2] in the image's pixels, best first), with the record's latency breakdown and path."""
     model = lm.model
     if model.manifest.preprocess.kind != "image":
         raise UnprocessableError(f"{lm.name} takes {model.manifest.task} rows, not images; use /infer",
@@ -42,7 +43,8 @@ async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, 
     t1 = time.perf_counter()
     outs = await lm.infer(tensors)
     t2 = time.perf_counter()
-    pred = model.postprocess(outs)
+    # a detector's boxes in pixels of the image as sent (width, height), as on the device
+    pred = model.postprocess(outs, image_size=(int(image.shape[1]), int(image.shape[0])))
     top: list[dict[str, Any]] | None = None
     if pred.scores is not None:
         scores = pred.scores
@@ -53,6 +55,7 @@ async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, 
                 "index": int(i)} for i in idx]
     t3 = time.perf_counter()
     return {"model": {"name": lm.name, "version": lm.version}, "top_k": top, "values": pred.values,
+            "detections": pred.detections,
             "latency_ms": {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
                            "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)},
             "backend": model.backend_name, "path": "cloud"}
