@@ -11,6 +11,7 @@ from ._devices import DEVICE_ID_PATTERN
 __all__ = [
     "ChannelSet",
     "ClassifyResponse",
+    "DetectionOut",
     "DeviceCreate",
     "DeviceCreated",
     "DeviceOut",
@@ -170,10 +171,18 @@ class ModelRef(BaseModel):
     version: int
 
 
+class DetectionOut(BaseModel):
+    label: str
+    score: float
+    box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in the image's pixels")
+
+
 class ClassifyResponse(BaseModel):
     model: ModelRef
     top_k: list[LabelScore] | None
     values: list[float] | None = None
+    #: a detector's objects, best first (null for other models)
+    detections: list[DetectionOut] | None = None
     latency_ms: dict[str, float]
     backend: str
     path: Literal["cloud"] = "cloud"
