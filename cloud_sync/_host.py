@@ -65,6 +65,12 @@ _DATATYPES: dict[str, np.dtype] = {
 }
 _NAMES = {v: k for k, v in _DATATYPES.items()}
 
+_orjson: Any
+try:  # orjson parses the long number lists of image tensors several times faster ([cloud] extra)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
 
 class HostError(CloudError):
     """The bundle cannot be hosted: it is missing, cannot be downloaded, verified or loaded."""
@@ -181,8 +187,8 @@ def decode_image(data: bytes) -> np.ndarray:
 def parse_tensor(body: bytes, specs: list[TensorSpec]) -> np.ndarray:
     """The one input tensor of a single-input model from an OIP JSON request, batch 1."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = _orjson.loads(body) if _orjson is not None else json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise RequestError(f"the body is not valid JSON: {exc}", code="bad_json") from exc
     if not isinstance(doc, dict):
         raise RequestError("the JSON body must be an object with an 'inputs' list", code="bad_request")
