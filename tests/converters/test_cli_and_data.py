@@ -73,7 +73,7 @@ def test_edge_convert_user_error_is_one_line(wine_model: Path, tmp_path: Path,
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
     with pytest.raises(SystemExit) as exc:
-        main(["convert", "tests.converters._tiny:tiny_cnn", "--to", "onnx", "--quantize", "int8",
+        main(["convert", "tests.support.torch_models:tiny_cnn", "--to", "onnx", "--quantize", "int8",
               "--calibration", str(empty), "-o", str(tmp_path / "out")])
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip()

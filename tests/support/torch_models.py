@@ -1,4 +1,4 @@
-"""Small PyTorch modules that the torch tests name as ``tests.converters._tiny:FACTORY``."""
+"""Small PyTorch modules that the torch tests name as ``tests.support.torch_models:FACTORY``."""
 
 from __future__ import annotations
 
