@@ -7,7 +7,7 @@ import pytest
 
 from device_profiles import Profile, list_profiles, load_profile
 from edge_deploy import install_plan
-from edge_runtime.backends import BACKEND_NAMES, BACKENDS
+from edge_runtime.backends import BACKEND_NAMES
 
 
 @pytest.mark.parametrize("name", [p.name for p in list_profiles()])

@@ -98,7 +98,7 @@ def test_every_readme_command_and_option_exists(lineno: int, line: str) -> None:
 
 
 def test_the_checker_catches_a_wrong_flag() -> None:
-    cmd, rest = _resolve(["run", "bundle", "--no-such-flag"])
+    cmd, _rest = _resolve(["run", "bundle", "--no-such-flag"])
     assert cmd.name == "run" and "--no-such-flag" not in _options(cmd)
     with pytest.raises(AssertionError):
         _resolve(["no-such-verb"])
