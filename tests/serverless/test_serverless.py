@@ -329,3 +329,9 @@ def test_the_preloading_handler_loads_the_bundle_at_import(mobilenet_bundle: Pat
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"loaded_at_import": True, "label": "Egyptian cat"}
+
+
+def test_cloud_function_get_describes_the_model(gcf_url: str) -> None:
+    with urllib.request.urlopen(gcf_url, timeout=120) as r:
+        doc = json.loads(r.read())
+    assert doc["model"]["name"] == "mobilenet_v2" and doc["model"]["inputs"][0]["datatype"] == "UINT8"
