@@ -1,5 +1,6 @@
 """What the dashboard draws: the fleet (registry + latest telemetry), per-device latency and fps
-series, prediction counts per label over time, and the version each channel serves.
+series, prediction counts per label over time, detected objects per label over time
+(``telemetry_detections``), and the version each channel serves.
 
 Telemetry comes from the ingester's tables (``cloud_sync.db``); the device registry and the
 heartbeats from the service's own. Everything is aggregated in SQL or capped, so the answer
@@ -8,17 +9,18 @@ stays small whatever the fleet sends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import telemetry_devices, telemetry_metrics, telemetry_records
+from ..db import telemetry_detections, telemetry_devices, telemetry_metrics, telemetry_records
 from ._errors import StorageError
 from ._registry import Registry, _iso
 
-__all__ = ["dashboard_data", "fleet"]
+__all__ = ["dashboard_data", "fleet", "objects_per_label"]
 
 #: points per device series, newest kept
 MAX_POINTS = 300
@@ -120,6 +122,23 @@ def dashboard_data(engine: Engine, devices: list[dict[str, Any]], registry: Regi
             "ts": _iso(_utc(r.ts)), "fps": r.fps, "latency_ms": r.latency_p50_ms,
             "latency_p99_ms": r.latency_p99_ms, "outbox": r.outbox_rows})
     series = {k: v[-MAX_POINTS:] for k, v in series.items()}
+    models = registry.list_models()
+    return {
+        "generated_at": _iso(now),
+        "window_hours": hours,
+        "bucket": unit,
+        "bucket_seconds": int(step.total_seconds()),
+        "devices": fleet(engine, devices),
+        "series": series,
+        "labels": _per_label(counts),
+        "objects": objects_per_label(engine, hours=hours, now=now)["objects"],
+        "models": models,
+    }
+
+
+def _per_label(counts: Sequence[Any]) -> dict[str, Any]:
+    """(bucket, label, n) rows to ``{"totals": {label: n}, "buckets": [{"t", "counts"}]}``: the
+    MAX_LABELS most frequent labels by name, the rest summed as ``other``."""
     totals: dict[str, int] = {}
     for _, label, n in counts:
         totals[label] = totals.get(label, 0) + int(n)
@@ -130,15 +149,29 @@ def dashboard_data(engine: Engine, devices: list[dict[str, Any]], registry: Regi
         name = label if label in top else "other"
         slot = buckets.setdefault(key, {})
         slot[name] = slot.get(name, 0) + int(n)
-    models = registry.list_models()
-    return {
-        "generated_at": _iso(now),
-        "window_hours": hours,
-        "bucket": unit,
-        "bucket_seconds": int(step.total_seconds()),
-        "devices": fleet(engine, devices),
-        "series": series,
-        "labels": {"totals": {k: totals[k] for k in top}, "buckets": [{"t": k, "counts": v}
-                                                                     for k, v in sorted(buckets.items())]},
-        "models": models,
-    }
+    return {"totals": {k: totals[k] for k in top},
+            "buckets": [{"t": k, "counts": v} for k, v in sorted(buckets.items())]}
+
+
+def objects_per_label(engine: Engine, *, hours: float, labels: Sequence[str] = (), device_id: str | None = None,
+                      min_score: float | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Objects detectors found, counted per label and time bucket (frame time) over the last
+    ``hours``: all labels, or only ``labels``; of one device or the fleet; at or above ``min_score``."""
+    now = now or datetime.now(UTC)
+    unit, step = _bucket(hours)
+    d = telemetry_detections.c
+    b = _bucket_expr(engine.dialect.name, unit, d.ts).label("bucket")
+    query = select(b, d.label, func.count()).where(d.ts >= now - timedelta(hours=hours))
+    if labels:
+        query = query.where(d.label.in_(list(labels)))
+    if device_id is not None:
+        query = query.where(d.device_id == device_id)
+    if min_score is not None:
+        query = query.where(d.score >= min_score)
+    try:
+        with engine.connect() as conn:
+            counts = conn.execute(query.group_by(b, d.label).order_by(b)).all()
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot read telemetry: {exc.__class__.__name__}") from exc
+    return {"generated_at": _iso(now), "window_hours": hours, "bucket": unit,
+            "bucket_seconds": int(step.total_seconds()), "objects": _per_label(counts)}

@@ -120,19 +120,25 @@ function renderDevices(series) {
   }
 }
 
-// Stacked bars: one bar per time bucket, one colour per label.
-function renderLabels(labels, bucketSeconds, window) {
-  const box = document.querySelector("#labels");
+// Stacked bars: one bar per time bucket, one colour per label. The same chart draws predictions
+// per label (#labels) and detected objects per label (#objects).
+const PREDICTIONS = { box: "#labels", chart: "labels", legend: "label-legend", title: "predictions per label",
+                      empty: "no predictions in this window" };
+const OBJECTS = { box: "#objects", chart: "objects", legend: "object-legend", title: "objects per label",
+                  empty: "no detected objects in this window" };
+
+function renderLabels(labels, bucketSeconds, window, opts = PREDICTIONS) {
+  const box = document.querySelector(opts.box);
   box.replaceChildren();
   const names = Object.keys(labels.totals);
   if (labels.buckets.some((b) => "other" in b.counts)) names.push("other");
   if (!labels.buckets.length) {
-    box.append(el("p", { class: "muted" }, "no predictions in this window"));
+    box.append(el("p", { class: "muted" }, opts.empty));
     return;
   }
   const W = 900, H = 200, L = 40, R = 8, T = 10, B = 20;
-  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "predictions per label",
-                              "data-chart": "labels", "data-buckets": String(labels.buckets.length) });
+  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.title,
+                              "data-chart": opts.chart, "data-buckets": String(labels.buckets.length) });
   // the x axis spans the whole window, so bars sit where they happened in time
   const t1 = Math.ceil(Date.parse(window.generatedAt) / (bucketSeconds * 1000)) * bucketSeconds * 1000;
   const t0 = Math.min(t1 - window.hours * 3600 * 1000, ...labels.buckets.map((b) => Date.parse(b.t)));
@@ -157,7 +163,7 @@ function renderLabels(labels, bucketSeconds, window) {
   svg.append(el("svg:text", { x: L, y: H - 5, "font-size": 10, fill: "#6b7280" }, fmtT(t0)));
   svg.append(el("svg:text", { x: W - R, y: H - 5, "font-size": 10, fill: "#6b7280", "text-anchor": "end" }, fmtT(t1)));
   box.append(svg);
-  const legend = el("div", { class: "legend", id: "label-legend" });
+  const legend = el("div", { class: "legend", id: opts.legend });
   names.forEach((n, i) => {
     const total = labels.totals[n] ?? labels.buckets.reduce((a, b) => a + (b.counts[n] || 0), 0);
     legend.append(el("span", { "data-label": n, "data-total": total }, el("i", { style: `background:${COLORS[i % COLORS.length]}` }),
@@ -190,6 +196,8 @@ async function refresh() {
     renderFleet(body.devices);
     renderChannels(body.models);
     renderLabels(body.labels, body.bucket_seconds, { generatedAt: body.generated_at, hours: body.window_hours });
+    renderLabels(body.objects, body.bucket_seconds, { generatedAt: body.generated_at, hours: body.window_hours },
+                 OBJECTS);
     renderDevices(body.series);
     status.className = "muted";
     status.textContent = `${body.devices.length} device(s), updated ${new Date(body.generated_at).toLocaleTimeString()}`;
