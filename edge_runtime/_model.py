@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -59,6 +60,9 @@ class RuntimeSettings:
     order: tuple[str, ...]
     threads: int
     profile: str | None
+    #: the caller asked for ``threads``: the pipeline keeps them rather than splitting the cores
+    #: between inference and decoding itself
+    threads_fixed: bool = False
 
 
 def resolve_settings(profile: Any = None, threads: int | None = None) -> RuntimeSettings:
@@ -84,7 +88,7 @@ def resolve_settings(profile: Any = None, threads: int | None = None) -> Runtime
             log.warning("device profile detection failed (%s); using every backend, one thread per core", exc)
     cores = os.cpu_count() or 1
     if prof is None:
-        return RuntimeSettings(DEFAULT_ORDER, threads or cores, None)
+        return RuntimeSettings(DEFAULT_ORDER, threads or cores, None, threads is not None)
     for i, name in enumerate(prof.backends):
         if name not in BACKEND_NAMES:
             # Profiles sit below the runtime and cannot check names against its registry: here is where
@@ -92,7 +96,8 @@ def resolve_settings(profile: Any = None, threads: int | None = None) -> Runtime
             raise BackendError(f"profile {prof.name}: backends[{i}]: unknown backend {name!r}; "
                                f"known: {', '.join(repr(n) for n in BACKEND_NAMES)}")
     # A profile describes the usual board; this one may have fewer cores (a container, a cgroup).
-    return RuntimeSettings(tuple(prof.backends), threads or min(prof.threads, cores), prof.name)
+    return RuntimeSettings(tuple(prof.backends), threads or min(prof.threads, cores), prof.name,
+                           threads is not None)
 
 
 class Model:
@@ -115,6 +120,10 @@ class Model:
         self._pre: ImagePreprocessor | None = None
         if m.preprocess.kind == "image":
             self._pre = ImagePreprocessor(m.preprocess, self._input_spec(0))
+        #: file sources may decode JPEGs at a reduced size (``load_image(reduce_for=...)``): the
+        #: labels stay, the pixels move by resampling noise. Off for detection, whose boxes are
+        #: mapped back onto the full image.
+        self.reduced_decode = self._pre is not None and m.task != "detection"
         self._init_rows()
         self._score_idx = self._pick_scores_output()
         self._out_q = m.outputs[self._score_idx].quantization if self._score_idx < len(m.outputs) else None
@@ -145,6 +154,23 @@ class Model:
         )
         be = load_backend(b.model_path, b.manifest.format, opts, backend=backend, order=settings.order)
         return cls(b, be, settings=settings)
+
+    def set_threads(self, threads: int) -> None:
+        """Reload the backend with ``threads`` inference threads (the pipeline gives cores to decoding
+        this way); the same backend, the same model file, so the same answers."""
+        if threads == self.backend.threads:
+            return
+        opts = BackendOptions(threads=threads, inputs=tuple(self.manifest.inputs),
+                              outputs=tuple(self.manifest.outputs))
+        new = load_backend(self.bundle.model_path, self.manifest.format, opts, backend=self.backend_name,
+                           order=(self.backend_name,))
+        old, self.backend = self.backend, new
+        old.close()
+
+    @property
+    def image_preprocessor(self) -> ImagePreprocessor | None:
+        """How images become the input tensor (None for tabular models)."""
+        return self._pre
 
     def _check_io(self) -> None:
         """The manifest must describe the model it ships: a mismatch means a broken or tampered bundle."""
@@ -226,9 +252,13 @@ class Model:
             vals = _dequantize(np.asarray(out), self._out_q).reshape(-1)
             return Prediction(values=[float(v) for v in vals])
         scores = _dequantize(np.asarray(out), self._out_q).reshape(-1).astype(np.float32, copy=False)
+        n = scores.size
+        if 0 < n <= 64:
+            fast = self._top_small(scores)
+            if fast is not None:
+                return fast
         if self._softmax is True or (self._softmax == "auto" and not _looks_like_probs(scores)):
             scores = _softmax(scores)
-        n = scores.size
         k = min(self.top_k, n)
         if n <= 64:
             # Small outputs (tabular classifiers): one sort beats partition + sort.
@@ -239,6 +269,23 @@ class Model:
         labels, n_labels, threshold = self.labels, len(self.labels), self._threshold
         top = [(labels[i] if i < n_labels else str(i), v)
                for i, v in zip(idx.tolist(), scores[idx].tolist(), strict=True) if v >= threshold]
+        return Prediction(top_k=top, scores=scores)
+
+    def _top_small(self, scores: np.ndarray) -> Prediction | None:
+        """Top-k of a short score vector (tabular classifiers) in plain Python, which beats NumPy's
+        per-call cost at this size; the same order as the stable argsort (ties: lower class first).
+        None when a score is not finite (NaN does not sort): the NumPy path handles that."""
+        v = scores.tolist()
+        total = sum(v)
+        if total != total or total in (math.inf, -math.inf):
+            return None
+        if self._softmax is True or (self._softmax == "auto" and not (
+                min(v) >= -1e-6 and max(v) <= 1.0 + 1e-6 and 0.5 <= total <= 1.5)):
+            scores = _softmax(scores)
+            v = scores.tolist()
+        order = sorted(range(len(v)), key=v.__getitem__, reverse=True)[:self.top_k]
+        labels, n_labels, threshold = self.labels, len(self.labels), self._threshold
+        top = [(labels[i] if i < n_labels else str(i), v[i]) for i in order if v[i] >= threshold]
         return Prediction(top_k=top, scores=scores)
 
     def _detect(self, outputs: Sequence[np.ndarray], image_size: tuple[int, int] | None) -> Prediction:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -27,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from ._errors import EdgeError, SinkError
-from ._imaging import ImagePreprocessor, load_image
+from ._imaging import ImagePreprocessor, decode_image
 from ._manifest import Preprocess, TensorSpec
 from ._model import Model, _image_size
 from ._record import Record, error_record, make_record
 from ._sinks import Sink
-from .sources import Frame, ImageFilesSource, Source
+from .sources import Frame, ImageFilesSource, Source, TabularSource
 
 __all__ = ["Pipeline", "PipelineStats", "Predictor"]
 
@@ -52,24 +53,37 @@ _PROCESS_MIN_FILES = 64
 # (two separate processes do not slow each other). The worker rebuilds the preprocessor from the
 # manifest, so its tensors are exactly the ones the main process would make.
 _WORKER_PRE: ImagePreprocessor | None = None
+_WORKER_REDUCE = False
+
+#: rows of a file source inferred in one call when the model takes a batch (a dynamic first axis)
+_ROW_BATCH = 256
 
 
-def _init_decoder(pre_json: str, spec_json: str) -> None:
-    global _WORKER_PRE
+def _init_decoder(pre_json: str, spec_json: str, reduce: bool = False) -> None:
+    global _WORKER_PRE, _WORKER_REDUCE
     _WORKER_PRE = ImagePreprocessor(Preprocess.model_validate_json(pre_json),
                                     TensorSpec.model_validate_json(spec_json))
+    _WORKER_REDUCE = reduce
 
 
 def _decode_file(path: str) -> tuple[np.ndarray | None, str | None, float, tuple[int, int] | None]:
     assert _WORKER_PRE is not None
     t0 = time.perf_counter()
     try:
-        image = load_image(path)
+        image, size = decode_image(path, reduce_for=_WORKER_PRE if _WORKER_REDUCE else None)
         x = _WORKER_PRE(image)
     except EdgeError as exc:
         return None, str(exc), 0.0, None
     # the image's size goes back with the tensor: detection maps its boxes back onto the image
-    return x, None, (time.perf_counter() - t0) * 1000, _image_size(image)
+    return x, None, (time.perf_counter() - t0) * 1000, size
+
+
+def _cores() -> int:
+    """Cores this process may run on (a cgroup or taskset may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -161,6 +175,8 @@ class Pipeline:
         self.limit = limit
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2)))
         self.prefetch = prefetch or self.workers * 2
+        self._workers_given = workers is not None
+        self._prefetch_given = prefetch is not None
         if decode not in ("auto", "thread", "process"):
             raise ValueError(f"decode must be auto, thread or process, not {decode!r}")
         #: where image files are decoded: worker threads, or worker processes (auto: processes
@@ -218,16 +234,25 @@ class Pipeline:
             return _Prepared(frame, error=frame.error)
         t0 = time.perf_counter()
         try:
-            data = frame.load()
+            size = None
+            pre = model.image_preprocessor
+            if (frame.data is None and frame.loader is not None and isinstance(self.source, ImageFilesSource)
+                    and model.reduced_decode and self.on_frame is None and pre is not None):
+                # decoded for the model only (nobody shows the pixels): a JPEG at reduced size
+                data, size = decode_image(frame.source, reduce_for=pre)
+            else:
+                data = frame.load()
             tensors = model.preprocess(data)
-            size = _image_size(data)
+            size = size or _image_size(data)
             if size is not None:
                 frame.meta["image_size"] = size
         except EdgeError as exc:
             return _Prepared(frame, error=str(exc))
         return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
 
-    def _use_processes(self) -> bool:
+    def _use_processes(self, threads: int | None = None) -> bool:
+        """Whether image files are decoded in worker processes, with ``threads`` inference threads
+        (default: the model's current ones)."""
         if self.decode == "thread" or self.on_frame is not None:
             return False
         pre = self._model.manifest.preprocess
@@ -240,33 +265,78 @@ class Pipeline:
         # auto: worth it only when inference leaves a core free for decoding (measured: with
         # every core running inference threads, a decode process only adds contention) and
         # there are enough files to repay starting the workers.
-        cores = os.cpu_count() or 1
+        cores = _cores()
         n = len(self.source)
         if self.limit is not None:
             n = min(n, self.limit)
-        return (self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES
+        return (threads or self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES
+
+    def _inference_threads(self) -> int | None:
+        """The cores split between inference and decoding, for a run over files or a video whose
+        inference threads nobody fixed (neither ``--threads`` nor ``Model.load(threads=)``): half
+        the cores (rounded down, at least one) decode, the rest infer. On 2 cores that is 1 XNNPACK
+        thread + 1 decode process: measured, it beats 2 inference threads competing with decode
+        workers for the same two cores, and keeps the inference call at its ``edge bench`` speed.
+        None: keep the model's threads."""
+        settings = self._model.settings
+        if settings is None or settings.threads_fixed or self.decode != "auto" or self.on_frame is not None:
+            return None
+        if self._model.manifest.preprocess.kind != "image" or isinstance(self.source, TabularSource):
+            return None
+        cores = _cores()
+        current = self._model.backend.threads or cores
+        if cores < 2 or current < cores:
+            return None  # a core is free for decoding already
+        target = max(1, min(current, cores - max(1, cores // 2)))
+        if isinstance(self.source, ImageFilesSource) and not self._use_processes(target):
+            return None  # too few files to repay decode processes: nothing to give the cores to
+        return target
 
     def _run_files(self, writer: _SinkWriter) -> None:
+        if (isinstance(self.source, TabularSource) and self.predictor is None and self.on_frame is None
+                and self._model.image_preprocessor is None):
+            self._run_rows(writer)
+            return
+        split_model, restore = self._model, self._model.backend.threads
+        threads = self._inference_threads()
+        if threads is not None:
+            log.info("inference on %d thread(s), decoding on the other core(s)", threads)
+            split_model.set_threads(threads)
+        try:
+            self._run_files_with(writer, spare=_cores() - (self._model.backend.threads or _cores()))
+        finally:
+            if threads is not None and restore is not None:
+                split_model.set_threads(restore)
+
+    def _run_files_with(self, writer: _SinkWriter, spare: int) -> None:
         pool: Executor
         procs = self._use_processes()
+        # as many decode workers as inference leaves cores for, unless the caller chose
+        workers = self.workers if self._workers_given or spare < 1 else max(1, min(self.workers, spare))
+        prefetch = self.prefetch if self._prefetch_given else max(4, workers * 2)
         if procs:
             m = self._model
-            n = max(1, min(self.workers, (os.cpu_count() or 2) - 1))
+            n = max(1, min(workers, (os.cpu_count() or 2) - 1))
             # fork, as PyTorch's DataLoader does on Linux: the worker needs no re-import of the
             # caller's main module, and touches nothing of the parent but Pillow and NumPy.
             pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_init_decoder,
                                        initargs=(m.manifest.preprocess.model_dump_json(),
-                                                 m.manifest.inputs[0].model_dump_json()))
+                                                 m.manifest.inputs[0].model_dump_json(),
+                                                 m.reduced_decode))
         else:
-            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="prep")
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="prep")
         pending: deque[tuple[Frame, Model, Future[Any]]] = deque()
+        it: Iterator[Frame] = iter(self.source)
+        if not isinstance(self.source, ImageFilesSource):
+            # frames that arrive decoded (a video): decode the next ones on a thread of their own
+            # (OpenCV lets go of the GIL) instead of between two inferences
+            it = _read_ahead(it, prefetch)
         try:
-            it = iter(self.source)
             exhausted = False
             submitted = 0
             while True:
-                while not exhausted and len(pending) < self.prefetch and not self._stop.is_set():
+                while not exhausted and len(pending) < prefetch and not self._stop.is_set():
                     if self.limit is not None and submitted >= self.limit:
                         exhausted = True
                         break
@@ -296,6 +366,85 @@ class Pipeline:
             for _, _, f in pending:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    # -- tabular rows from a file: inferred in batches, recorded one by one -------------------
+    def _run_rows(self, writer: _SinkWriter) -> None:
+        it = iter(self.source)
+        submitted = 0
+        while not self._stop.is_set():
+            n = _ROW_BATCH if self.limit is None else min(_ROW_BATCH, self.limit - submitted)
+            chunk = list(itertools.islice(it, n)) if n > 0 else []
+            if not chunk:
+                break
+            submitted += len(chunk)
+            self._finish_rows(chunk, writer)
+
+    def _finish_rows(self, chunk: list[Frame], writer: _SinkWriter) -> None:
+        """The records of ``chunk`` in order, the same as frame by frame: rows are checked one by
+        one, the good ones run as one batch when the model takes one (else one call each), and each
+        record's latency_ms is its share of the batch."""
+        self._take_swap()
+        model = self._model
+        t0 = time.perf_counter()
+        errors: dict[int, str] = {}
+        good: list[int] = []
+        tensors: list[np.ndarray] = []
+        for i, frame in enumerate(chunk):
+            if frame.error is not None:
+                errors[i] = frame.error
+                continue
+            try:
+                tensors.append(model.preprocess(frame.data)[0])
+                good.append(i)
+            except EdgeError as exc:
+                errors[i] = str(exc)
+        t1 = time.perf_counter()
+        outs: dict[int, list[np.ndarray]] = {}
+        if good and _takes_batches(model):
+            # A lone row goes in twice: onnxruntime computes a batch of one on another code path
+            # (GEMV) whose scores differ from a batch's in the last bit, and a row's record must not
+            # depend on how the file happened to split into batches.
+            x = np.concatenate(tensors if len(tensors) > 1 else tensors * 2)
+            try:
+                batch = model.infer([x])
+            except EdgeError:
+                batch = []  # a row the batch could not take: run them one by one to name it
+            if batch and all(o.ndim > 0 and o.shape[0] == len(x) for o in batch):
+                outs = {i: [o[j:j + 1] for o in batch] for j, i in enumerate(good)}
+        if not outs:
+            for j, i in enumerate(good):
+                try:
+                    outs[i] = model.infer([tensors[j]])
+                except EdgeError as exc:
+                    errors[i] = str(exc)
+        t2 = time.perf_counter()
+        share_pre = (t1 - t0) * 1000 / len(chunk)
+        share_inf = (t2 - t1) * 1000 / max(1, len(good))
+        for i, frame in enumerate(chunk):
+            if i in errors or i not in outs:
+                rec = error_record(model, frame, errors.get(i, "row could not be inferred"))
+                self.stats.errors += 1
+            else:
+                t3 = time.perf_counter()
+                try:
+                    pred = model.postprocess(outs[i])
+                except EdgeError as exc:
+                    rec = error_record(model, frame, str(exc))
+                    self.stats.errors += 1
+                else:
+                    post = (time.perf_counter() - t3) * 1000
+                    pred.latency_ms = {"preprocess": round(share_pre, 3), "inference": round(share_inf, 3),
+                                       "postprocess": round(post, 3),
+                                       "total": round(share_pre + share_inf + post, 3)}
+                    rec = make_record(model, frame, pred)
+                    self.stats.frames += 1
+                    self.stats.latencies_ms.append(pred.latency_ms["total"])
+            if self.on_record is not None:
+                self.on_record(rec)
+            writer.put(rec)
 
     def _collect(self, frame: Frame, model: Model, fut: Future[Any]) -> _Prepared:
         try:
@@ -368,3 +517,51 @@ class Pipeline:
             "total": round(prep.preprocess_ms + (t2 - t0) * 1000, 3),
         }
         return make_record(model, frame, pred)
+
+
+def _takes_batches(model: Model) -> bool:
+    """Whether the model's only input has a dynamic first axis (skl2onnx exports do)."""
+    specs = model.manifest.inputs
+    infos = model.backend.inputs
+    return (len(specs) == 1 and len(infos) == 1 and bool(specs[0].shape) and specs[0].shape[0] == -1
+            and bool(infos[0].shape) and infos[0].shape[0] == -1)
+
+
+def _read_ahead(it: Iterator[Frame], depth: int) -> Iterator[Frame]:
+    """Iterate ``it`` on a thread of its own, ``depth`` frames ahead; its errors reach the reader.
+    Closing the generator stops the thread (after the frame it is reading)."""
+    q: queue.Queue[tuple[Frame | None, BaseException | None]] = queue.Queue(maxsize=max(1, depth))
+    done = threading.Event()
+
+    def put(item: tuple[Frame | None, BaseException | None]) -> bool:
+        while not done.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in it:
+                if not put((frame, None)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who re-raises it
+            put((None, exc))
+            return
+        put((None, None))
+
+    t = threading.Thread(target=read, name="source", daemon=True)
+    t.start()
+    try:
+        while True:
+            frame, exc = q.get()
+            if exc is not None:
+                raise exc
+            if frame is None:
+                return
+            yield frame
+    finally:
+        done.set()
+        t.join()

@@ -44,6 +44,12 @@ class OnnxRuntimeBackend(Backend):
         self.outputs = [_info(x) for x in session.get_outputs()]
         self._in_names = [i.name for i in self.inputs]
         self._out_names = [o.name for o in self.outputs]
+        # InferenceSession.run checks the feed's names and offers an EP fallback in Python before
+        # calling its C++ session (``_sess``) with the same arguments: ~1.5 us per call, a quarter
+        # of a small tabular model's run. The feed here always has the model's own input names and
+        # only the CPU provider is used, so the C++ call is taken directly when it is there.
+        inner = getattr(session, "_sess", None)
+        self._run = inner.run if inner is not None and hasattr(inner, "run") else None
 
     @classmethod
     def load(cls, model_path: Path, options: BackendOptions) -> OnnxRuntimeBackend:
@@ -92,6 +98,8 @@ class OnnxRuntimeBackend(Backend):
             raise InputError(f"model takes {len(self._in_names)} input(s), got {len(inputs)}")
         feed = dict(zip(self._in_names, inputs, strict=True))
         try:
+            if self._run is not None:
+                return list(self._run(self._out_names, feed, None))
             return list(self._sess.run(self._out_names, feed))
         except self._errors as exc:
             msg = first_line(exc)
