@@ -27,8 +27,9 @@ __all__ = ["batch_cmd"]
                    "or a directory of Parquet parts.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: one model in this process, no Ray; ray: Ray Data actors, one model each.")
-@click.option("--address", metavar="ADDR",
-              help="A running Ray cluster (ray://host:10001 or host:6379); default: start Ray on this machine.")
+@click.option("--address", metavar="ADDR", envvar="RAY_ADDRESS",
+              help="A running Ray cluster (ray://host:10001 or host:6379; also RAY_ADDRESS); default: a Ray "
+                   "of this command's own on this machine.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Ray actors, each loading the model once.")
 @click.option("--threads-per-worker", "threads", type=click.IntRange(min=1),

@@ -77,8 +77,8 @@ def main() -> None:
                              labels=IMAGENET_LABELS.read_text().splitlines())
         inputs = tmp / "images"
         make_inputs(inputs, args.n)
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=args.object_store_mb * 1024 * 1024,
-                 log_to_driver=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 object_store_memory=args.object_store_mb * 1024 * 1024, log_to_driver=False, logging_level="ERROR")
         runs: list[dict[str, Any]] = []
         try:
             for r in range(args.rounds):

@@ -80,7 +80,10 @@ class RayEngine:
                 ray.init(address=self.options.address, **kwargs)
             else:
                 cpus = self.options.num_cpus or self.options.workers * threads
-                ray.init(num_cpus=cpus, object_store_memory=self.options.object_store_memory, **kwargs)
+                # "local": always a new instance of our own, never a cluster that `ray start` left
+                # in /tmp/ray/ray_current_cluster (that one is used only when named with --address)
+                ray.init(address="local", num_cpus=cpus, object_store_memory=self.options.object_store_memory,
+                         **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray has no one base
             where = self.options.address or "this machine"
             raise BatchError(f"cannot start Ray on {where}: {exc}") from exc

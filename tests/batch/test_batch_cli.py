@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,12 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 continue
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # what the head started, if it outlived it
+        # `ray start` names its cluster in /tmp/ray/ray_current_cluster for a later bare ray.init();
+        # `ray stop` would remove it (and stop every cluster on the machine): remove only ours.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{port}"):
+                current.unlink()
 
 
 def test_ray_cluster_address_with_a_signed_bundle(ray_cluster: str, mobilenet_bundle: Path, keys: Any,

@@ -86,7 +86,7 @@ def ray_session() -> Iterator[None]:
     # for moto must be there before ray.init.
     saved = {k: os.environ.get(k) for k in _AWS}
     os.environ.update(_AWS)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              log_to_driver=False, logging_level="WARNING")
     try:
         yield
