@@ -249,7 +249,9 @@ class Agent:
         if cfg.home_assistant.enabled:
             assert self.model is not None
             retained = discovery_messages(cfg.device_id, prefix=cfg.home_assistant.discovery_prefix,
-                                          name=cfg.home_assistant.name, model_name=self.model.name)
+                                          name=cfg.home_assistant.name, model_name=self.model.name,
+                                          task=self.model.manifest.task,
+                                          count_labels=cfg.home_assistant.count_labels)
         client = CommandClient(self._mqtt_config(), cfg.device_id, on_update=self._on_notice, retained=retained)
         client.start()
         return client

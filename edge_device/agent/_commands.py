@@ -20,7 +20,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -157,7 +157,8 @@ def _support_url() -> str | None:
 
 
 def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_name: str,
-                       support_url: str | None = None) -> list[tuple[str, bytes]]:
+                       support_url: str | None = None, task: str | None = None,
+                       count_labels: Sequence[str] = ()) -> list[tuple[str, bytes]]:
     """Home Assistant MQTT discovery configs (retained) for one device's sensors.
 
     Follows Home Assistant's current discovery schema: topics ``<prefix>/sensor/<object_id>/config``
@@ -166,6 +167,11 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
     ``object_id`` option), ``origin`` (this software, its version, and its support URL when the
     distribution declares one), the device block with ``identifiers``, and ``availability`` from
     the retained ``edge/D/status`` (``online``/``offline``, the last will included).
+
+    For a detector (``task="detection"``), one count sensor per label of ``count_labels``
+    (``<node>_count_<label>``): how many objects of that label the device's latest frame holds, read
+    from the ``detections`` of the records it already publishes on ``edge/D/telemetry``. The label
+    and score sensors read a detector's best object when a record has no ``top_k``.
     """
     tele = topic_for(device_id, "telemetry")
     metrics = topic_for(device_id, "metrics")
@@ -181,11 +187,12 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
                      "payload_available": "online", "payload_not_available": "offline"}]
     sensors: list[dict[str, Any]] = [
         {"field": "label", "name": "Label", "state_topic": tele, "icon": "mdi:tag",
-         "value_template": f"{{% set r = {last} %}}{{{{ r.top_k[0].label if r.top_k else ('error' if r.error "
-                           "else 'none') }}"},
+         "value_template": f"{{% set r = {last} %}}{{{{ r.top_k[0].label if r.top_k else (r.detections[0].label "
+                           "if r.detections else ('error' if r.error else 'none')) }}"},
         {"field": "score", "name": "Score", "state_topic": tele, "unit_of_measurement": "%",
          "state_class": "measurement",
-         "value_template": f"{{% set r = {last} %}}{{{{ (r.top_k[0].score * 100) | round(1) if r.top_k else 0 }}}}"},
+         "value_template": f"{{% set r = {last} %}}{{{{ (r.top_k[0].score * 100) | round(1) if r.top_k else "
+                           "((r.detections[0].score * 100) | round(1) if r.detections else 0) }}"},
         {"field": "path", "name": "Answered by", "state_topic": tele, "icon": "mdi:cloud-outline",
          "value_template": f"{{% set r = {last} %}}{{{{ r.path }}}} ({{{{ r.route | default('') }}}})"},
         {"field": "model_version", "name": "Model version", "state_topic": metrics, "icon": "mdi:numeric",
@@ -193,6 +200,23 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
         {"field": "fps", "name": "Frame rate", "state_topic": metrics, "unit_of_measurement": "fps",
          "state_class": "measurement", "value_template": f"{{{{ {last}.fps }}}}"},
     ]
+    if task == "detection":
+        slugs: set[str] = set()
+        for label in dict.fromkeys(count_labels):
+            slug = _entity_slug(label)
+            if not slug or slug in slugs:  # "Car" after "car", or no ASCII at all: told apart by a hash
+                slug = f"{slug}_{hashlib.sha256(label.encode()).hexdigest()[:8]}".lstrip("_")
+            slugs.add(slug)
+            # the label as a Jinja string literal (JSON's escapes are Jinja's too)
+            literal = json.dumps(label, ensure_ascii=False)
+            sensors.append({
+                "field": f"count_{slug}", "name": f"{label} count", "state_topic": tele, "icon": "mdi:counter",
+                "state_class": "measurement",
+                "value_template": f"{{% set r = {last} %}}{{{{ (r.detections | default([], true)) | "
+                                  f"selectattr('label', 'equalto', {literal}) | list | length }}}}"})
+    elif count_labels:
+        log.warning("home_assistant.count_labels: %s is a %s model, not a detector; no count sensors",
+                    model_name, task or "non-detection")
     out: list[tuple[str, bytes]] = []
     for s in sensors:
         field = s.pop("field")

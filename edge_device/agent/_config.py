@@ -22,7 +22,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -144,6 +144,7 @@ port = 8780                         # 0: any free port
 enabled = false                     # MQTT discovery: the device and its sensors appear in Home Assistant
 discovery_prefix = "homeassistant"  # Home Assistant's discovery topic prefix
 # name = "Greenhouse camera"        # the device's name in Home Assistant (default: the device id)
+# count_labels = ["person", "car"]  # a detector: one sensor per label, counting its objects in the latest frame
 """
 ENV_PREFIX = "EDGE_"
 #: secrets with a short variable of their own (the usual names in a systemd EnvironmentFile)
@@ -339,6 +340,9 @@ class HomeAssistantConfig(_Section):
     discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     #: a name for the device in Home Assistant (default: the device id)
     name: str | None = None
+    #: for a detector: one count sensor per label (objects of that label in the latest frame)
+    count_labels: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]] = Field(
+        default_factory=list, max_length=50)
 
 
 class AgentConfig(BaseModel):
