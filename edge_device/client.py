@@ -378,6 +378,8 @@ def _q(segment: str) -> str:
 def _status_error(r: _Response) -> HTTPStatusError:
     try:
         err = json.loads(r.body).get("error", {})
+        if isinstance(err, str):  # the Open Inference Protocol's form (/v2): the code is in a header
+            return HTTPStatusError(r.status, r.headers.get("edge-error-code", "error"), err)
         return HTTPStatusError(r.status, str(err.get("code", "error")), str(err.get("message", "")))
     except (ValueError, AttributeError):
         return HTTPStatusError(r.status, "error", r.body[:200].decode("utf-8", "replace"))

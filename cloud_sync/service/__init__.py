@@ -21,11 +21,13 @@ from ._errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
+from ._metrics import MULTIPROC_ENV, clean_multiprocess_dir
 from ._settings import CONFIG_ENV, ENV_PREFIX, ServiceSettings, legacy_env_names
 
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "MULTIPROC_ENV",
     "BadRequestError",
     "ConflictError",
     "ForbiddenError",
@@ -39,6 +41,7 @@ __all__ = [
     "UnauthorizedError",
     "UnprocessableError",
     "UnsupportedMediaTypeError",
+    "clean_multiprocess_dir",
     "create_app",
     "create_app_from_env",
     "legacy_env_names",

@@ -1,5 +1,9 @@
-"""Error handlers (every error is ``{"error": {"code", "message"}}``) and the request-metrics
-middleware."""
+"""Error handlers and the request-metrics middleware.
+
+Every error is ``{"error": {"code", "message"}}``, except on the Open Inference Protocol routes
+(``/v2``...), where the protocol (and tritonclient, which formats its exception from it) wants
+``{"error": "<message>"}``: there the code travels in the ``Edge-Error-Code`` header.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ from edge_runtime import EdgeError, InputError
 from ._errors import RangeNotSatisfiableError, ServiceError, UnauthorizedError
 from ._metrics import MetricsRegistry
 
-__all__ = ["MetricsMiddleware", "install_error_handlers"]
+__all__ = ["ERROR_CODE_HEADER", "MetricsMiddleware", "install_error_handlers"]
+
+#: the header that carries the machine-readable error code on the /v2 routes
+ERROR_CODE_HEADER = "Edge-Error-Code"
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +37,20 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def _is_v2(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _error(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+           details: list[dict[str, object]] | None = None) -> JSONResponse:
+    if _is_v2(request):
+        return JSONResponse({"error": message}, status_code=status,
+                            headers={**(headers or {}), ERROR_CODE_HEADER: code})
+    err: dict[str, object] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    return JSONResponse({"error": err}, status_code=status, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -43,12 +62,12 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.message)
-    return _error(exc.status, exc.code, exc.message, headers)
+    return _error(request, exc.status, exc.code, exc.message, headers)
 
 
 async def _edge_error(request: Request, exc: Exception) -> Response:
     code = "bad_input" if isinstance(exc, InputError) else "runtime_error"
-    return _error(422, code, str(exc))
+    return _error(request, 422, code, str(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -58,22 +77,21 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     for e in errs[:5]:
         loc = ".".join(str(x) for x in e.get("loc", ()))
         parts.append(f"{loc}: {e.get('msg')}")
-    body = {"error": {"code": "invalid_request", "message": "; ".join(parts) or "invalid request",
-                      "details": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errs[:20]]}}
-    return JSONResponse(body, status_code=422)
+    return _error(request, 422, "invalid_request", "; ".join(parts) or "invalid request",
+                  details=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errs[:20]])
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+    return _error(request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                   dict(exc.headers or {}))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The last resort for bugs: log the traceback here, answer without internals.
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _error(500, "internal_error", "internal error; the service logged the details")
+    return _error(request, 500, "internal_error", "internal error; the service logged the details")
 
 
 class MetricsMiddleware:

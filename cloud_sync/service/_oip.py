@@ -2,25 +2,35 @@
 
 JSON tensors (``"data"``: flat row-major or nested lists) and the protocol's binary tensor
 extension (``Inference-Header-Content-Length`` header; the JSON header is followed by the raw
-bytes of each input that has ``parameters.binary_data_size``) are both accepted. Every check
-happens here, before anything reaches a backend, and fails with a 400 naming the input.
+bytes of each input that has ``parameters.binary_data_size``) are both accepted, as NVIDIA's
+tritonclient sends them: JSON when there is no ``Inference-Header-Content-Length``, the binary
+layout when there is, whatever the Content-Type says, and gzip/deflate bodies
+(``Content-Encoding``). Outputs go back in binary when the request asks for it
+(``parameters.binary_data_output``, or ``binary_data`` per requested output). Every check happens
+here, before anything reaches a backend, and fails with a 400 naming the input.
+
+JSON tensors are the slow path of the protocol (a 224x224x3 image is ~600 kB of digits), so
+they are parsed without Python-level work per element: orjson builds the list, and one C call
+turns it into an array (``bytes(list)`` for UINT8, ``np.array(list, dtype)`` otherwise); only a
+tensor that fails there goes through the careful path that names what is wrong.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edge_runtime import TensorSpec
 
-from ._errors import BadRequestError
+from ._errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
-__all__ = ["DATATYPES", "InferRequest", "datatype_of", "encode_outputs", "json_dumps", "json_loads",
-           "parse_infer_request"]
+__all__ = ["DATATYPES", "InferRequest", "check_outputs", "datatype_of", "decode_body", "encode_outputs",
+           "encode_response", "json_dumps", "json_loads", "parse_infer_request"]
 
 _orjson: Any
 try:  # orjson parses the large number arrays of image tensors several times faster
@@ -55,8 +65,39 @@ def json_loads(raw: bytes) -> Any:
 
 def json_dumps(obj: Any) -> bytes:
     if _orjson is not None:
-        return _orjson.dumps(obj)
-    return json.dumps(obj, separators=(",", ":")).encode()
+        return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(obj, separators=(",", ":"), default=_numpy_default).encode()
+
+
+def _numpy_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The request body without its ``Content-Encoding`` (gzip or deflate, what tritonclient's
+    ``request_compression_algorithm`` sends), refusing (413) to inflate past ``limit``."""
+    enc = (encoding or "identity").strip().lower()
+    if enc == "identity":
+        return body
+    if enc in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":  # zlib-wrapped, as HTTP means it; raw deflate is accepted too
+        wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    else:
+        raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate or "
+                                        "identity)", code="unsupported_encoding")
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequestError(f"request body is not valid {enc} data: {exc}", code="bad_encoding") from exc
+    if len(out) > limit:
+        raise PayloadTooLargeError(f"the request body inflates to more than the limit of {limit} bytes")
+    if not d.eof:
+        raise BadRequestError(f"request body is truncated {enc} data", code="bad_encoding")
+    return out
 
 
 @dataclass
@@ -68,6 +109,13 @@ class InferRequest:
     batch: int
     #: output names asked for (None: all)
     outputs: list[str] | None
+    #: outputs to send in the binary tensor layout: the request's ``binary_data_output``, and
+    #: each requested output's ``parameters.binary_data``
+    binary_default: bool = False
+    binary: dict[str, bool] = field(default_factory=dict)
+
+    def wants_binary(self, name: str) -> bool:
+        return self.binary.get(name, self.binary_default)
 
 
 def parse_infer_request(body: bytes, header_length: str | None, specs: list[TensorSpec]) -> InferRequest:
@@ -95,6 +143,12 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: list[Tens
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise BadRequestError("'id' must be a string", code="bad_request")
+    rparams = doc.get("parameters") or {}
+    if not isinstance(rparams, dict):
+        raise BadRequestError("'parameters' must be an object", code="bad_request")
+    binary_default = rparams.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise BadRequestError("parameters.binary_data_output must be true or false", code="bad_request")
     by_name = {s.name: (i, s) for i, s in enumerate(specs)}
     tensors: list[np.ndarray | None] = [None] * len(specs)
     offset = 0
@@ -123,12 +177,27 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: list[Tens
         raise BadRequestError(f"inputs disagree on the batch size: {sorted(batches)}", code="bad_shape")
     outs = doc.get("outputs")
     names: list[str] | None = None
+    out_binary: dict[str, bool] = {}
     if outs is not None:
         if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                  for o in outs):
             raise BadRequestError("'outputs' must be a list of {\"name\": ...} objects", code="bad_request")
         names = [o["name"] for o in outs]
-    return InferRequest(rid, arrays, batches.pop() if batches else 1, names)
+        for o in outs:
+            p = o.get("parameters") or {}
+            if not isinstance(p, dict):
+                raise BadRequestError(f"output {o['name']!r}: parameters must be an object", code="bad_request")
+            if p.get("class_count"):
+                raise BadRequestError(f"output {o['name']!r}: the classification extension (class_count) is not "
+                                      "supported here; POST the image to /classify for the top-k labels",
+                                      code="unsupported_parameter")
+            b = p.get("binary_data")
+            if b is not None:
+                if not isinstance(b, bool):
+                    raise BadRequestError(f"output {o['name']!r}: binary_data must be true or false",
+                                          code="bad_request")
+                out_binary[o["name"]] = b
+    return InferRequest(rid, arrays, batches.pop() if batches else 1, names, binary_default, out_binary)
 
 
 def _tensor(t: dict[str, Any], spec: TensorSpec, binary: memoryview) -> tuple[np.ndarray, int]:
@@ -165,6 +234,9 @@ def _tensor(t: dict[str, Any], spec: TensorSpec, binary: memoryview) -> tuple[np
     data = t.get("data")
     if not isinstance(data, list):
         raise BadRequestError(f"input {name!r}: 'data' must be a list (or use binary_data_size)", code="bad_data")
+    fast = _fast_array(data, want, count)
+    if fast is not None:
+        return fast.reshape(shape), 0
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError) as exc:
@@ -173,6 +245,47 @@ def _tensor(t: dict[str, Any], spec: TensorSpec, binary: memoryview) -> tuple[np
         raise BadRequestError(f"input {name!r}: shape {shape} needs {count} values, data has {raw.size}",
                               code="bad_shape")
     return _convert(raw, want, name).reshape(shape), 0
+
+
+def _fast_array(data: list[Any], want: np.dtype, count: int) -> np.ndarray | None:
+    """A flat list of ``count`` plain numbers as an array of ``want`` in one C call, or None when
+    the list is anything else (nested, the wrong count, out of range, floats for an integer type,
+    booleans where numbers belong): the careful path then says what is wrong."""
+    if len(data) != count or not data:
+        return None
+    try:
+        if want == np.uint8:
+            # bytes() takes ints 0..255 only (a float or None raises; True is 1, as in NumPy)
+            if isinstance(data[0], bool):
+                return None
+            return np.frombuffer(bytes(data), dtype=np.uint8)
+        if want.kind in "iu":
+            if isinstance(data[0], bool | float):
+                return None
+            arr = np.array(data, dtype=want)  # NumPy 2 raises OverflowError for out-of-range ints
+        elif want.kind == "f":
+            if isinstance(data[0], bool):
+                return None
+            arr = np.array(data, dtype=np.float64)
+            if want != np.float64:
+                with np.errstate(over="ignore"):
+                    out = arr.astype(want)
+                if not np.isfinite(out).all() and np.isfinite(arr).all():
+                    return None
+                return out
+            return arr
+        else:
+            return None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    # np.array(dtype=int) casts floats silently: only exact integer lists count as integers
+    return arr if arr.ndim == 1 and _all_ints(data) else None
+
+
+def _all_ints(data: list[Any]) -> bool:
+    # C-speed check that no element is a float or a bool (both would have been cast silently)
+    types = set(map(type, data))
+    return types == {int}
 
 
 def _convert(raw: np.ndarray, want: np.dtype, name: str) -> np.ndarray:
@@ -215,18 +328,58 @@ def _check_shape(shape: list[int], spec: TensorSpec) -> None:
                                   code="bad_shape")
 
 
+def check_outputs(wanted: list[str] | None, specs: list[TensorSpec]) -> None:
+    """Refuse (400) output names the model does not have: before the model runs, not after."""
+    if wanted is None:
+        return
+    names = [s.name for s in specs]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise BadRequestError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model gives "
+                              f"{', '.join(map(repr, names))}", code="unknown_output")
+
+
 def encode_outputs(outputs: list[np.ndarray], specs: list[TensorSpec],
                    wanted: list[str] | None) -> list[dict[str, Any]]:
-    names = [s.name for s in specs]
-    if wanted is not None:
-        unknown = [w for w in wanted if w not in names]
-        if unknown:
-            raise BadRequestError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model gives "
-                                  f"{', '.join(map(repr, names))}", code="unknown_output")
-    out = []
+    """The outputs as JSON tensors (``data`` as NumPy arrays: ``json_dumps`` writes them in C)."""
+    check_outputs(wanted, specs)
+    return [{"name": spec.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape),
+             "data": _flat(arr)}
+            for spec, arr in zip(specs, outputs, strict=True) if wanted is None or spec.name in wanted]
+
+
+def _flat(arr: np.ndarray) -> Any:
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    if flat.dtype.kind in "biuf" and flat.dtype.byteorder in "=|":
+        return flat
+    return flat.tolist()
+
+
+def encode_response(model_name: str, model_version: int | str, req: InferRequest, outputs: list[np.ndarray],
+                    specs: list[TensorSpec]) -> tuple[bytes, dict[str, str]]:
+    """The inference response body and its headers. Outputs asked for in binary go after the JSON
+    header (``Inference-Header-Content-Length``), each with ``parameters.binary_data_size``; the
+    others carry ``data``. ``id`` is echoed only when the request had one."""
+    check_outputs(req.outputs, specs)
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
     for spec, arr in zip(specs, outputs, strict=True):
-        if wanted is not None and spec.name not in wanted:
+        if req.outputs is not None and spec.name not in req.outputs:
             continue
-        out.append({"name": spec.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape),
-                    "data": arr.reshape(-1).tolist()})
-    return out
+        t: dict[str, Any] = {"name": spec.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
+        if req.wants_binary(spec.name) and t["datatype"] != "BYTES":
+            raw = np.ascontiguousarray(arr).tobytes()
+            t["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            t["data"] = _flat(arr)
+        tensors.append(t)
+    payload: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version)}
+    if req.id is not None:
+        payload["id"] = req.id
+    payload["outputs"] = tensors
+    head = json_dumps(payload)
+    if not chunks:
+        return head, {"Content-Type": "application/json"}
+    return b"".join([head, *chunks]), {"Content-Type": "application/octet-stream",
+                                       "Inference-Header-Content-Length": str(len(head))}

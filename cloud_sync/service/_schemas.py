@@ -23,6 +23,7 @@ __all__ = [
     "ModelDetail",
     "ModelSummary",
     "UpdateInfo",
+    "V2ErrorBody",
     "VersionOut",
 ]
 
@@ -41,6 +42,13 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class V2ErrorBody(BaseModel):
+    """The Open Inference Protocol's error (every ``/v2`` route): ``error`` is the message; the
+    machine-readable code is in the ``Edge-Error-Code`` header."""
+
+    error: str
 
 
 class VersionOut(BaseModel):
@@ -150,7 +158,9 @@ class TensorOut(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    #: absent when the output went in binary (``parameters.binary_data_size``)
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class InferResponseBody(BaseModel):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,5 +74,28 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = (json.dumps([str(k) for k in value])
                                                     if key == "trusted_keys" else str(value))
-    uvicorn.run("cloud_sync.service:create_app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level)
+    with _metrics_dir():
+        uvicorn.run("cloud_sync.service:create_app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level)
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[Path]:
+    """The workers' shared Prometheus directory (prometheus_client's multiprocess mode), set
+    before they start so /metrics adds up every worker: the one PROMETHEUS_MULTIPROC_DIR names,
+    emptied of an earlier run's files, or else a fresh one, removed on the way out."""
+    from cloud_sync.service import MULTIPROC_ENV, clean_multiprocess_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        clean_multiprocess_dir(path)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="edge-cloud-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -18,6 +18,7 @@ import pytest
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from edge_runtime import load_private_key, pack_bundle, sign_bundle
+from tests.support.errors import error_of
 from tests.support.keys import Keys
 from tests.support.paths import SHARED as DATA
 from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
@@ -67,7 +68,7 @@ def _admin() -> dict[str, str]:
 def _err(r: httpx.Response, status: int, code: str | None = None) -> dict:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
-    body = r.json()["error"]
+    body = error_of(r)
     assert body["message"]
     if code is not None:
         assert body["code"] == code, body

@@ -21,6 +21,7 @@ import edge_runtime
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
 from edge_runtime import load_private_key
+from tests.support.errors import error_of
 from tests.support.keys import Keys
 from tests.support.paths import SHARED as DATA
 from tests.support.service import ADMIN_TOKEN, Running, run_service
@@ -106,7 +107,7 @@ def test_batched_tabular_requests_reject_bad_rows_alone(service: Running) -> Non
     # an image model endpoint on a tabular model is a clear 422
     r = httpx.post(service.url + "/v2/models/tiny/classify", content=(DATA / "images" / "cat.png").read_bytes(),
                    headers={"Content-Type": "image/png", "Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "not_an_image_model"
+    assert r.status_code == 422 and error_of(r)["code"] == "not_an_image_model"
 
 
 def test_signed_bundle_with_a_corrupt_model_is_refused_at_inference(service: Running, keys: Keys,

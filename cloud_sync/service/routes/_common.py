@@ -8,7 +8,7 @@ from fastapi import Path as PathParam
 
 from .. import _schemas as S
 
-__all__ = ["CHANNEL", "ERRORS", "NAME", "Channel", "ModelName", "Version"]
+__all__ = ["CHANNEL", "ERRORS", "NAME", "V2_ERRORS", "Channel", "ModelName", "Version"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 CHANNEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -23,3 +23,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": S.ErrorBody, "description": "not found"},
     422: {"model": S.ErrorBody, "description": "unusable input"},
 }
+
+#: the same answers on the Open Inference Protocol routes (/v2), whose error is a string
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {**answer, "model": S.V2ErrorBody} for status, answer in ERRORS.items()}

@@ -15,12 +15,13 @@ from edge_runtime import __version__
 
 from .. import _schemas as S
 from .._deps import Anyone, get_service
-from .._errors import StorageError, UnsupportedMediaTypeError
+from .._errors import ServiceError, StorageError, UnsupportedMediaTypeError
 from .._http import content_type, read_limited
 from .._imagein import image_from_request
-from .._oip import datatype_of, encode_outputs, json_dumps, parse_infer_request
+from .._oip import check_outputs, datatype_of, decode_body, encode_response, parse_infer_request
 from .._predict import classify_image, run_items
-from ._common import ERRORS, ModelName, Version
+from ._common import V2_ERRORS as ERRORS
+from ._common import ModelName, Version
 
 __all__ = ["router"]
 
@@ -38,7 +39,7 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/v2/health/ready", tags=TAG, responses={503: {"model": S.ErrorBody}})
+@router.get("/v2/health/ready", tags=TAG, responses={503: {"model": S.V2ErrorBody}})
 def ready(request: Request) -> dict[str, bool]:
     """Ready when the database and the object store answer."""
     svc = get_service(request)
@@ -83,30 +84,53 @@ async def model_ready(request: Request, name: ModelName, _: Anyone) -> dict[str,
     lm = await get_service(request).models.get(name)
     return {"name": lm.name, "version": str(lm.version), "ready": True}
 
+
+@router.get("/v2/models/{name}/versions/{version}/ready", tags=TAG, responses=ERRORS)
+async def model_version_ready(request: Request, name: ModelName, version: Version, _: Anyone) -> dict[str, Any]:
+    """Loads that version if needed; ready once it can answer."""
+    lm = await get_service(request).models.get(name, version)
+    return {"name": lm.name, "version": str(lm.version), "ready": True}
+
+
 infer_schema = S.InferRequestBody.model_json_schema(ref_template="#/components/schemas/{model}")
 infer_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": infer_schema}}}}
+
+
+#: what /infer takes: JSON, or the binary layout (tritonclient's sync client sends no Content-Type,
+#: its aio client labels JSON as application/octet-stream: like Triton, the presence of
+#: Inference-Header-Content-Length decides the layout, not the label)
+_TENSOR_TYPES = ("", "application/json", "application/octet-stream")
 
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:
     svc = get_service(request)
     ctype = content_type(request)
     header_len = request.headers.get("inference-header-content-length")
-    if ctype != "application/json" and not (header_len is not None and ctype == "application/octet-stream"):
-        raise UnsupportedMediaTypeError(f"send tensors as application/json (or application/octet-stream with "
-                                        f"Inference-Header-Content-Length), not {ctype or 'no content type'}")
-    body = await read_limited(request, svc.settings.max_infer_bytes)
+    if ctype not in _TENSOR_TYPES:
+        raise UnsupportedMediaTypeError(f"send tensors as application/json (or the binary layout with "
+                                        f"Inference-Header-Content-Length), not {ctype}")
+    limit = svc.settings.max_infer_bytes
+    body = decode_body(await read_limited(request, limit), request.headers.get("content-encoding"), limit)
     lm = await svc.models.get(name, version)
-    specs = list(lm.model.manifest.inputs)
-    req = parse_infer_request(body, header_len, specs)
-    outs = await run_items(lm, req.tensors, req.batch)
+    try:
+        req = parse_infer_request(body, header_len, list(lm.model.manifest.inputs))
+        out_specs = list(lm.model.manifest.outputs)
+        check_outputs(req.outputs, out_specs)
+        outs = await run_items(lm, req.tensors, req.batch)
+        content, headers = encode_response(lm.name, lm.version, req, outs, out_specs)
+    except Exception as exc:
+        svc.metrics.inference_errors.inc(model=lm.name, code=_error_code(exc))
+        raise
     svc.metrics.inferences.inc(req.batch, model=lm.name)
-    payload = {"model_name": lm.name, "model_version": str(lm.version), "id": req.id,
-               "outputs": encode_outputs(outs, list(lm.model.manifest.outputs), req.outputs)}
-    return Response(json_dumps(payload), media_type="application/json")
+    return Response(content, headers=headers)
+
+
+def _error_code(exc: Exception) -> str:
+    return exc.code if isinstance(exc, ServiceError) else "runtime_error"
 
 
 @router.post("/v2/models/{name}/infer", tags=TAG, response_model=S.InferResponseBody,
-             responses={**ERRORS, 413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
+             responses={**ERRORS, 413: {"model": S.V2ErrorBody}, 415: {"model": S.V2ErrorBody}},
              openapi_extra=infer_body)
 async def infer(request: Request, name: ModelName, _: Anyone) -> Response:
     """Run the model on tensors (KServe v2 JSON, or the binary tensor extension). Requests of
@@ -115,7 +139,7 @@ async def infer(request: Request, name: ModelName, _: Anyone) -> Response:
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", tags=TAG, response_model=S.InferResponseBody,
-             responses={**ERRORS, 413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
+             responses={**ERRORS, 413: {"model": S.V2ErrorBody}, 415: {"model": S.V2ErrorBody}},
              openapi_extra=infer_body)
 async def infer_version(request: Request, name: ModelName, version: Version, _: Anyone) -> Response:
     return await _infer(request, name, version)
@@ -132,13 +156,17 @@ async def _classify(request: Request, name: str, version: int | None, top_k: int
     svc = get_service(request)
     data = await image_from_request(request, svc.settings.max_image_bytes)
     lm = await svc.models.get(name, version)
-    out = await classify_image(lm, data, top_k)
+    try:
+        out = await classify_image(lm, data, top_k)
+    except Exception as exc:
+        svc.metrics.inference_errors.inc(model=lm.name, code=_error_code(exc))
+        raise
     svc.metrics.inferences.inc(1, model=lm.name)
     return out
 
 
 @router.post("/v2/models/{name}/classify", tags=TAG, response_model=S.ClassifyResponse,
-             responses={**ERRORS, 413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
+             responses={**ERRORS, 413: {"model": S.V2ErrorBody}, 415: {"model": S.V2ErrorBody}},
              openapi_extra=classify_body)
 async def classify(request: Request, name: ModelName, _: Anyone,
                    top_k: Annotated[int, Query(ge=1, le=1000)] = 5) -> dict[str, Any]:
@@ -148,7 +176,7 @@ async def classify(request: Request, name: ModelName, _: Anyone,
 
 
 @router.post("/v2/models/{name}/versions/{version}/classify", tags=TAG, response_model=S.ClassifyResponse,
-             responses={**ERRORS, 413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
+             responses={**ERRORS, 413: {"model": S.V2ErrorBody}, 415: {"model": S.V2ErrorBody}},
              openapi_extra=classify_body)
 async def classify_version(request: Request, name: ModelName, version: Version, _: Anyone,
                            top_k: Annotated[int, Query(ge=1, le=1000)] = 5) -> dict[str, Any]:

@@ -16,17 +16,21 @@ from .._dashboard import dashboard_data
 from .._deps import Admin, get_service
 from ._common import ERRORS
 
-__all__ = ["DOCS_ASSETS", "docs_assets_dir", "router"]
+__all__ = ["DOCS_ASSETS", "PROMETHEUS_TEXT", "docs_assets_dir", "router"]
 
 router = APIRouter()
+#: the classic text exposition format (0.0.4), which generate_latest writes and every scraper reads
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: where create_app mounts Swagger UI's files when the swagger-ui-bundle package is installed
 DOCS_ASSETS = "/docs-assets"
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)
 def metrics(request: Request) -> Response:
-    """Prometheus text format (this replica's counters)."""
-    return Response(get_service(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus text format: this replica's metrics, summed over its worker processes when it
+    runs several (``edge cloud serve --workers N``), with each worker's ``process_*`` metrics."""
+    body, _ = get_service(request).metrics.render()
+    return Response(body, media_type=PROMETHEUS_TEXT)
 
 
 @router.get("/", tags=["dashboard"], response_class=Response, include_in_schema=False)

@@ -1,0 +1,19 @@
+"""The service's error answers, in either of its two forms: ``{"error": {"code", "message"}}``,
+and on the Open Inference Protocol routes (/v2) the protocol's ``{"error": "<message>"}`` with the
+code in the ``Edge-Error-Code`` header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ERROR_CODE_HEADER", "error_of"]
+
+ERROR_CODE_HEADER = "Edge-Error-Code"
+
+
+def error_of(response: Any) -> dict[str, str]:
+    """``{"code", "message"}`` of an error answer (an httpx or requests response), whichever form."""
+    err = response.json()["error"]
+    if isinstance(err, str):
+        return {"code": response.headers.get(ERROR_CODE_HEADER, ""), "message": err}
+    return dict(err)
