@@ -14,6 +14,9 @@ from ._broker import (
     DeviceCredentials,
     load_devices_file,
     mosquitto_password_hash,
+    registry_fleet,
+    reload_mosquitto,
+    spec_with_registry,
     write_broker_config,
 )
 from ._ingester import ANNOUNCE_FILTER, SUBSCRIPTIONS, IngestConfig, Ingester, IngestStats, retire
@@ -33,6 +36,9 @@ __all__ = [
     "load_devices_file",
     "mosquitto_password_hash",
     "parse_message",
+    "registry_fleet",
+    "reload_mosquitto",
     "retire",
+    "spec_with_registry",
     "write_broker_config",
 ]

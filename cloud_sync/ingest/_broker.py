@@ -11,13 +11,28 @@ The devices file is TOML::
     username = "ingest"
     password = "..."           # optional: generated when absent
 
+    [service]                  # optional: the cloud service's update notices (mqtt_username)
+    username = "edge-cloud"
+    password = "..."           # optional: generated when absent
+
     [[devices]]
     id = "greenhouse-1"
     password = "..."           # optional: generated when absent
 
 Generated passwords are written to ``credentials.toml`` (mode 0600) next to the broker files and
 reused when the command runs again, so re-running it after adding a device does not lock out the
-others.
+others. The ingester's and the service's passwords are also written alone, to
+``ingest.password`` and ``service.password`` (mode 0600), for ``edge cloud ingest --password-file``
+and the service's ``mqtt_password``.
+
+Client ids are bound to user names (``use_username_as_clientid``): a device that asks for another
+device's (or the ingester's) client id gets its own, so it cannot take over and disconnect the
+other. Each broker user therefore holds one connection at a time: several ingesters sharing the
+load (``--share``) or a device with two connections need ``--no-bind-client-ids``.
+
+Revocation: ``edge cloud broker-config --fleet-from-db URL --reload PID`` reads the service's
+device registry, leaves revoked devices out of ``passwd`` and ``acl`` and makes Mosquitto re-read
+them (SIGHUP); the ingester turns a revoked device's messages into rejects on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import hashlib
 import os
 import pwd
 import secrets
+import signal
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +50,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from edge_device.telemetry import INGEST_ANNOUNCE_LEAF, topic_for, validate_device_id
-from edge_runtime import describe_validation_error
+from edge_runtime import describe_validation_error, first_line
 
-from .._errors import BrokerConfigError
+from .._errors import BrokerConfigError, DatabaseError
 
-__all__ = ["BrokerFiles", "BrokerSpec", "DeviceCredentials", "load_devices_file", "mosquitto_password_hash",
-           "write_broker_config"]
+__all__ = ["BrokerFiles", "BrokerSpec", "DeviceCredentials", "ServiceCredentials", "load_devices_file",
+           "mosquitto_password_hash", "registry_fleet", "reload_mosquitto", "spec_with_registry", "write_broker_config"]
 
 _PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.x writes for its "$7$" (PBKDF2-SHA512) hashes
 _DEVICE_TOPICS = ("telemetry", "metrics", "events", "status")
@@ -64,11 +80,21 @@ class IngesterCredentials(BaseModel):
     password: SecretStr | None = None
 
 
+class ServiceCredentials(BaseModel):
+    """The cloud service's broker user: it writes update notices on ``edge/D/cmd/update``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str = Field("edge-cloud", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    password: SecretStr | None = None
+
+
 class BrokerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     devices: list[DeviceCredentials] = Field(default_factory=list)
     ingester: IngesterCredentials = Field(default_factory=IngesterCredentials)
+    service: ServiceCredentials = Field(default_factory=ServiceCredentials)
 
     @model_validator(mode="after")
     def _unique(self) -> BrokerSpec:
@@ -79,6 +105,9 @@ class BrokerSpec(BaseModel):
             seen.add(d.id)
         if self.ingester.username in seen:
             raise ValueError(f"the ingester's user name {self.ingester.username!r} is also a device id")
+        if self.service.username in seen or self.service.username == self.ingester.username:
+            raise ValueError(f"the service's user name {self.service.username!r} is also a device id or the "
+                             "ingester's: each broker user holds one connection")
         return self
 
 
@@ -89,6 +118,10 @@ class BrokerFiles:
     acl: Path
     credentials: Path
     generated: tuple[str, ...]  # users whose password was generated this time
+    #: the ingester's password alone (mode 0600), for ``edge cloud ingest --password-file``
+    ingester_password: Path | None = None
+    #: the service's password alone (mode 0600), for its ``mqtt_password``
+    service_password: Path | None = None
 
 
 def load_devices_file(path: str | os.PathLike[str]) -> BrokerSpec:
@@ -103,6 +136,62 @@ def load_devices_file(path: str | os.PathLike[str]) -> BrokerSpec:
         return BrokerSpec.model_validate(data)
     except ValidationError as exc:
         raise BrokerConfigError(f"{p}: " + describe_validation_error(exc, "devices file")) from exc
+
+
+def registry_fleet(db_url: str) -> tuple[list[str], set[str]]:
+    """The device registry's view of the fleet (the service's ``fleet_devices`` table): the ids of
+    the active devices, and of the revoked ones."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..db import fleet_devices, make_engine
+
+    try:
+        engine = make_engine(db_url)
+    except (DatabaseError, SQLAlchemyError) as exc:
+        raise BrokerConfigError(f"--fleet-from-db: cannot open the database ({first_line(exc, typed=True)})") from exc
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(fleet_devices.c.id, fleet_devices.c.revoked_at)
+                                .order_by(fleet_devices.c.id)).all()
+    except SQLAlchemyError as exc:
+        raise BrokerConfigError(f"--fleet-from-db: cannot read the devices ({first_line(exc, typed=True)})") from exc
+    finally:
+        engine.dispose()
+    active = [str(r.id) for r in rows if r.revoked_at is None]
+    revoked = {str(r.id) for r in rows if r.revoked_at is not None}
+    return active, revoked
+
+
+def spec_with_registry(spec: BrokerSpec, active: list[str], revoked: set[str]) -> BrokerSpec:
+    """``spec`` with the registry applied: revoked devices removed (they lose their broker user and
+    every ACL line), active devices the file does not list added (with generated passwords)."""
+    listed = {d.id for d in spec.devices}
+    devices = [d for d in spec.devices if d.id not in revoked]
+    cloud_users = (spec.ingester.username, spec.service.username)
+    devices += [DeviceCredentials(id=i) for i in active if i not in listed and i not in cloud_users]
+    return BrokerSpec(devices=devices, ingester=spec.ingester, service=spec.service)
+
+
+def reload_mosquitto(pid_or_file: str) -> int:
+    """SIGHUP a running Mosquitto (a pid, or its pid file): it re-reads the password file and the
+    ACL, so a removed device can no longer connect nor publish. Returns the pid."""
+    text = pid_or_file.strip()
+    if not text.isdigit():
+        try:
+            text = Path(text).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BrokerConfigError(f"--reload {pid_or_file}: cannot read the pid file ({exc.strerror})") from exc
+    if not text.isdigit() or not 0 < int(text) < 2**22:
+        raise BrokerConfigError(f"--reload {pid_or_file}: {text[:32]!r} is not a process id")
+    pid = int(text)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise BrokerConfigError(f"--reload: no process {pid} (is Mosquitto running?)") from exc
+    except PermissionError as exc:
+        raise BrokerConfigError(f"--reload: not allowed to signal process {pid}") from exc
+    return pid
 
 
 def mosquitto_password_hash(password: str, *, salt: bytes | None = None) -> str:
@@ -120,9 +209,10 @@ def _previous_passwords(path: Path) -> dict[str, str]:
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BrokerConfigError(f"{path}: cannot reuse the previous credentials ({exc}); move it away") from exc
     found: dict[str, str] = {}
-    ing = data.get("ingester", {})
-    if isinstance(ing, dict) and isinstance(ing.get("username"), str) and isinstance(ing.get("password"), str):
-        found[ing["username"]] = ing["password"]
+    for section in ("ingester", "service"):
+        ing = data.get(section, {})
+        if isinstance(ing, dict) and isinstance(ing.get("username"), str) and isinstance(ing.get("password"), str):
+            found[ing["username"]] = ing["password"]
     for d in data.get("devices", []) if isinstance(data.get("devices"), list) else []:
         if isinstance(d, dict) and isinstance(d.get("id"), str) and isinstance(d.get("password"), str):
             found[d["id"]] = d["password"]
@@ -164,12 +254,18 @@ def write_broker_config(
     require_certificate: bool = False,
     device_window: int = 32,
     run_as: str | None = None,
+    bind_client_ids: bool = True,
 ) -> BrokerFiles:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.toml`` into ``out_dir``.
 
     Mosquitto started as root drops to an unprivileged account before it reads the password file
     and the ACL. ``run_as`` names that account (written as ``user``); when this runs as root it
     also owns ``passwd``, ``acl`` and the persistence directory. Default as root: ``mosquitto``.
+
+    ``bind_client_ids`` (the default) makes Mosquitto use each client's user name as its client
+    id (``use_username_as_clientid``): a device that connects with another device's client id (or
+    the ingester's) gets its own instead, so it cannot take over and disconnect the other one.
+    Each broker user then holds one connection at a time.
     """
     if run_as is None and os.geteuid() == 0 and _uid_of("mosquitto") is not None:
         run_as = "mosquitto"
@@ -205,9 +301,11 @@ def write_broker_config(
 
     ing_user = spec.ingester.username
     ing_pw = password_for(ing_user, spec.ingester.password)
+    svc_user = spec.service.username
+    svc_pw = password_for(svc_user, spec.service.password)
     dev_pw = {d.id: password_for(d.id, d.password) for d in spec.devices}
 
-    passwd = [f"{ing_user}:{mosquitto_password_hash(ing_pw)}"]
+    passwd = [f"{ing_user}:{mosquitto_password_hash(ing_pw)}", f"{svc_user}:{mosquitto_password_hash(svc_pw)}"]
     passwd += [f"{dev}:{mosquitto_password_hash(pw)}" for dev, pw in dev_pw.items()]
 
     acl = ["# Generated by `edge cloud broker-config`. Anything not granted here is denied.", "",
@@ -216,6 +314,7 @@ def write_broker_config(
            f"user {ing_user}"]
     acl += [f"topic read edge/+/{t}" for t in _DEVICE_TOPICS]
     acl += [f"topic read {topic_for('+', INGEST_ANNOUNCE_LEAF)}", "topic write edge/+/cmd/#", ""]
+    acl += ["# The cloud service sends update notices.", f"user {svc_user}", "topic write edge/+/cmd/update", ""]
     for dev in dev_pw:
         acl += [f"user {dev}"]
         acl += [f"topic write edge/{dev}/{t}" for t in _DEVICE_TOPICS]
@@ -239,6 +338,10 @@ def write_broker_config(
         f"max_queued_messages {queued}",
         "",
         f"listener {port} {bind}",
+        # A listener option: before the first `listener` line it would open a default one on 1883.
+        *(["# A client's id is its user name, whatever it asks for: no device can take over another",
+           "# device's (or the ingester's) session and disconnect it.",
+           "use_username_as_clientid true"] if bind_client_ids else []),
     ]
     if certfile is not None and keyfile is not None:
         conf += [f"certfile {Path(certfile).resolve()}", f"keyfile {Path(keyfile).resolve()}"]
@@ -247,10 +350,14 @@ def write_broker_config(
         conf += [f"require_certificate {'true' if require_certificate else 'false'}"]
 
     creds = ["# Passwords for the broker users. Keep this file secret (mode 0600).", "",
-             "[ingester]", f"username = {_toml_str(ing_user)}", f"password = {_toml_str(ing_pw)}", ""]
+             "[ingester]", f"username = {_toml_str(ing_user)}", f"password = {_toml_str(ing_pw)}", "",
+             "[service]", f"username = {_toml_str(svc_user)}", f"password = {_toml_str(svc_pw)}", ""]
     for dev, pw in dev_pw.items():
         creds += ["[[devices]]", f"id = {_toml_str(dev)}", f"password = {_toml_str(pw)}", ""]
+    ing_file, svc_file = out / "ingest.password", out / "service.password"
     try:
+        _write(ing_file, ing_pw + "\n", 0o600)
+        _write(svc_file, svc_pw + "\n", 0o600)
         _write(files.passwd, "\n".join(passwd) + "\n", 0o600)
         _write(files.acl, "\n".join(acl) + "\n", 0o644)
         _write(files.conf, "\n".join(conf) + "\n", 0o644)
@@ -261,4 +368,4 @@ def write_broker_config(
     except OSError as exc:
         raise BrokerConfigError(f"{out}: cannot write the broker files ({exc.strerror})") from exc
     return BrokerFiles(conf=files.conf, passwd=files.passwd, acl=files.acl, credentials=files.credentials,
-                       generated=tuple(generated))
+                       generated=tuple(generated), ingester_password=ing_file, service_password=svc_file)

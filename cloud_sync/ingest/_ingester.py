@@ -39,9 +39,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import random
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,10 +52,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import to_json
-from sqlalchemy import Connection, Engine, case, func, insert
+from sqlalchemy import Connection, Engine, case, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from edge_device.telemetry import (
     INGEST_ANNOUNCE_LEAF,
@@ -70,6 +72,7 @@ from edge_runtime import describe_validation_error, first_line, utc_now
 
 from .._errors import DatabaseError, IngestError, PayloadError
 from ..db import (
+    fleet_devices,
     make_engine,
     telemetry_detections,
     telemetry_devices,
@@ -122,6 +125,9 @@ class IngestConfig(BaseModel):
     #: broker's devices file): a new device then waits for confirmations from its first message on,
     #: even while this ingester is down; the others are announced to when their first message arrives
     devices: tuple[str, ...] = ()
+    #: how often the device registry's revocations (``fleet_devices.revoked_at``, the table the
+    #: service writes in the same database) are re-read; a revoked device's messages are rejects
+    revoked_refresh_s: float = Field(2.0, ge=0, le=3600)
 
     @field_validator("devices")
     @classmethod
@@ -209,6 +215,8 @@ class Ingester:
         self._announced: set[str] = set()
         self._announce_listed = threading.Event()
         self._announcing: list[MQTTMessageInfo] = []
+        self._revoked: frozenset[str] = frozenset()
+        self._revoked_read = -math.inf
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -327,7 +335,9 @@ class Ingester:
                 return  # stopping while the database is down: the broker keeps the messages
 
     def _process(self, batch: list[_Incoming]) -> bool:
-        items: list[tuple[_Incoming, Parsed | Rejected]] = [(m, self._parse(m)) for m in batch]
+        revoked = self._revoked_devices()
+        items: list[tuple[_Incoming, Parsed | Rejected]] = [(m, self._refuse_revoked(m, self._parse(m), revoked))
+                                                            for m in batch]
         confirms = self._commit(items)
         if confirms is None:
             return False
@@ -346,6 +356,31 @@ class Ingester:
             return Rejected(topic=m.topic, reason=str(exc), category=exc.category, device_id=device_id,
                             seq=None if oversized else seq,
                             payload=m.payload[:_SAMPLE_BYTES] if oversized else m.payload, truncated=oversized)
+
+    def _revoked_devices(self) -> frozenset[str]:
+        """The registry's revoked device ids, re-read every ``revoked_refresh_s`` seconds. A database
+        without the registry's rows (an ingester on its own database) revokes nobody."""
+        now = time.monotonic()
+        if now - self._revoked_read < self.config.revoked_refresh_s:
+            return self._revoked
+        try:
+            with self.engine.connect() as conn:
+                ids = conn.execute(select(fleet_devices.c.id).where(fleet_devices.c.revoked_at.is_not(None)))
+                self._revoked = frozenset(str(i) for i in ids.scalars())
+            self._revoked_read = now
+        except SQLAlchemyError as exc:
+            # keep the last known set; the write below meets the same database and retries
+            log.warning("ingest: cannot read revoked devices (%s); using the last known %d",
+                        first_line(exc, typed=True), len(self._revoked))
+        return self._revoked
+
+    @staticmethod
+    def _refuse_revoked(m: _Incoming, p: Parsed | Rejected, revoked: frozenset[str]) -> Parsed | Rejected:
+        if isinstance(p, Rejected) or p.device_id not in revoked:
+            return p
+        seq = p.envelope.seq if p.envelope is not None else None
+        return Rejected(topic=m.topic, reason=f"revoked: device {p.device_id!r} is revoked in the registry",
+                        category="revoked", device_id=p.device_id, seq=seq, payload=m.payload, truncated=False)
 
     def _commit(self, items: list[tuple[_Incoming, Parsed | Rejected]]) -> dict[str, set[int]] | None:
         """Write the batch in one transaction; returns the seqs to confirm per device, None if stopping.
