@@ -60,18 +60,20 @@ class Fleet:
     local: list[dict[str, Any]]  # what `edge run` printed
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, keys: Keys, mosquitto: Mosquitto,
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys: Keys, mosquitto: Mosquitto,
           shared_data: Path) -> Iterator[Fleet]:
-    d = tmp_path_factory.mktemp("det-e2e")
+    d = tmp_path_factory.mktemp(f"det-e2e-{request.param}")
+    db = request.getfixturevalue("postgres")() if request.param == "postgresql" else None
     bundle = d / "yolov8n.tar.gz"
     edge("bundle", detection_dir(shared_data) / "models" / MODEL, "--task", "detection", "--name", "yolov8n",
          "--sign-key", keys.private, "-o", bundle)
-    settings = ServiceSettings(data_dir=d / "svc", admin_token=ADMIN_TOKEN, trusted_keys=[keys.public])
+    settings = ServiceSettings(data_dir=d / "svc", database_url=db, admin_token=ADMIN_TOKEN,
+                               trusted_keys=[keys.public])
     with run_service(settings) as svc:
         # the ingester writes into the service's own database
         ingester = Ingester(IngestConfig(mqtt=MqttConfig(url=mosquitto.url), db_url=settings.resolved_database_url,
-                                         client_id="det-e2e-ingest"))
+                                         client_id=f"det-e2e-ingest-{request.param}"))
         ingester.start()
         try:
             assert ingester.wait_connected(20)
@@ -129,6 +131,8 @@ def test_the_objects_api_counts_per_label(fleet: Fleet) -> None:
     assert other["objects"] == {"totals": {}, "buckets": []}
     assert httpx.get(url, params={"hours": 1}).status_code == 401
     assert httpx.get(url, params={"hours": 0}, headers=AUTH).status_code in (400, 422)
+    nul = httpx.get(url, params={"hours": 1, "label": "ki\x00te"}, headers=AUTH)
+    assert nul.status_code == 400 and nul.json()["error"]["code"] == "bad_filter"
     # the dashboard's own data carries the same counts
     dash = httpx.get(fleet.svc.url + "/api/v1/dashboard", params={"hours": 1}, headers=AUTH).json()
     assert dash["objects"]["totals"] == want

@@ -10,12 +10,14 @@ from fastapi import APIRouter, Query, Request
 
 from .._dashboard import objects_per_label
 from .._deps import Admin, get_service
+from .._errors import BadRequestError
 from ._common import ERRORS
 
 __all__ = ["router"]
 
 router = APIRouter()
 TAG: list[str | Enum] = ["dashboard"]
+MAX_LABELS = 100
 
 
 @router.get("/api/v1/fleet/objects", tags=TAG, responses=ERRORS)
@@ -28,5 +30,10 @@ def objects(request: Request, _: Admin,
     """Objects the fleet's detectors found, per label and time bucket (minute, hour or day by
     window), by frame time: ``objects.totals`` per label and ``objects.buckets`` [{t, counts}];
     the 12 most frequent labels by name, the rest as ``other``."""
-    return objects_per_label(get_service(request).engine, hours=hours, labels=label or (), device_id=device,
+    labels = label or []
+    if len(labels) > MAX_LABELS:
+        raise BadRequestError(f"at most {MAX_LABELS} labels per query, got {len(labels)}", code="too_many_labels")
+    if any("\x00" in v for v in [*labels, device or ""]):  # no database stores NUL in text
+        raise BadRequestError("a label or device id contains a NUL character", code="bad_filter")
+    return objects_per_label(get_service(request).engine, hours=hours, labels=labels, device_id=device,
                              min_score=min_score)
