@@ -104,6 +104,11 @@ for _kind, _table in _TABLES.items():
     _expected = [c.name for c in _table.columns][4:-1]  # id, device_id, seq, idx ... record
     if _ROW_COLUMNS[_kind] != _expected:
         raise ImportError(f"{_table.name}: row builder columns {_ROW_COLUMNS[_kind]} != table {_expected}")
+#: the order of the telemetry_detections rows _write builds
+_DETECTION_COLUMNS = ["device_id", "seq", "idx", "obj", "ts", "model_name", "model_version", "label", "score",
+                      "x1", "y1", "x2", "y2"]
+if set(_DETECTION_COLUMNS) != {c.name for c in telemetry_detections.columns}:
+    raise ImportError(f"telemetry_detections: columns {_DETECTION_COLUMNS} != the table's")
 _SAMPLE_BYTES = 64 * 1024
 
 
@@ -522,7 +527,7 @@ class Ingester:
         the row builder's, checked against the table at import).
         """
         if kind == "detections":
-            cols = [c.name for c in telemetry_detections.columns]
+            cols = _DETECTION_COLUMNS
             marks = ", ".join(("%s" if self._dialect == "postgresql" else "?") for _ in cols)
             return f"INSERT INTO {telemetry_detections.name} ({', '.join(cols)}) VALUES ({marks})"
         cols = ["device_id", "seq", "idx", *_ROW_COLUMNS[kind], "record"]
