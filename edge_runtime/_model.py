@@ -215,10 +215,11 @@ class Model:
         return 0
 
     # -- the three steps -------------------------------------------------------------------
-    def preprocess(self, x: Any) -> list[np.ndarray]:
-        """An RGB image (HxWx3 uint8) or a tabular row (1-D numbers) to the model's input tensors."""
+    def preprocess(self, x: Any, *, reduced: bool = False) -> list[np.ndarray]:
+        """An RGB image (HxWx3 uint8) or a tabular row (1-D numbers) to the model's input tensors.
+        ``reduced``: see :class:`ImagePreprocessor` (large frames shrunk in two steps)."""
         if self._pre is not None:
-            return [self._pre(x)]
+            return [self._pre(x, reduced=reduced)]
         return [self._row(x)]
 
     def _row(self, x: Any) -> np.ndarray:

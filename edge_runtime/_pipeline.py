@@ -33,7 +33,7 @@ from ._manifest import Preprocess, TensorSpec
 from ._model import Model, _image_size
 from ._record import Record, error_record, make_record
 from ._sinks import Sink
-from .sources import Frame, ImageFilesSource, Source, TabularSource
+from .sources import Frame, ImageFilesSource, Source, TabularSource, VideoFileSource
 
 __all__ = ["Pipeline", "PipelineStats", "Predictor"]
 
@@ -242,7 +242,9 @@ class Pipeline:
                 data, size = decode_image(frame.source, reduce_for=pre)
             else:
                 data = frame.load()
-            tensors = model.preprocess(data)
+            # frames of a video file: large ones are shrunk in two steps (see ImagePreprocessor)
+            reduced = model.reduced_decode and isinstance(self.source, VideoFileSource)
+            tensors = model.preprocess(data, reduced=True) if reduced else model.preprocess(data)
             size = size or _image_size(data)
             if size is not None:
                 frame.meta["image_size"] = size
