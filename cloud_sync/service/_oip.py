@@ -250,42 +250,27 @@ def _tensor(t: dict[str, Any], spec: TensorSpec, binary: memoryview) -> tuple[np
 def _fast_array(data: list[Any], want: np.dtype, count: int) -> np.ndarray | None:
     """A flat list of ``count`` plain numbers as an array of ``want`` in one C call, or None when
     the list is anything else (nested, the wrong count, out of range, floats for an integer type,
-    booleans where numbers belong): the careful path then says what is wrong."""
+    strings, nulls): the careful path then says what is wrong."""
     if len(data) != count or not data:
         return None
     try:
         if want == np.uint8:
-            # bytes() takes ints 0..255 only (a float or None raises; True is 1, as in NumPy)
-            if isinstance(data[0], bool):
-                return None
+            # bytes() takes ints 0..255 only: a float, string, null or list raises (True is 1, as in NumPy)
             return np.frombuffer(bytes(data), dtype=np.uint8)
-        if want.kind in "iu":
-            if isinstance(data[0], bool | float):
-                return None
-            arr = np.array(data, dtype=want)  # NumPy 2 raises OverflowError for out-of-range ints
-        elif want.kind == "f":
-            if isinstance(data[0], bool):
-                return None
+        # np.array(list, dtype) would cast floats to ints, and strings and nulls to floats, silently
+        types = set(map(type, data))
+        if want.kind in "iu" and types == {int}:
+            return np.array(data, dtype=want)  # NumPy 2 raises OverflowError for out-of-range ints
+        if want.kind == "f" and types <= {int, float}:
             arr = np.array(data, dtype=np.float64)
-            if want != np.float64:
-                with np.errstate(over="ignore"):
-                    out = arr.astype(want)
-                if not np.isfinite(out).all() and np.isfinite(arr).all():
-                    return None
-                return out
-            return arr
-        else:
-            return None
+            if want == np.float64:
+                return arr
+            with np.errstate(over="ignore"):
+                out = arr.astype(want)
+            return out if np.isfinite(out).all() else None
     except (TypeError, ValueError, OverflowError):
         return None
-    # np.array(dtype=int) casts floats silently: only exact integer lists count as integers
-    return arr if arr.ndim == 1 and _all_ints(data) else None
-
-
-def _all_ints(data: list[Any]) -> bool:
-    # C-speed check that no element is a float or a bool (both would have been cast silently)
-    types = set(map(type, data))
-    return types == {int}
+    return None
 
 
 def _convert(raw: np.ndarray, want: np.dtype, name: str) -> np.ndarray:
