@@ -13,9 +13,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import _schemas as S
-from .._deps import Admin, Anyone, get_service
-from .._errors import ServiceError, UnsupportedMediaTypeError
+from .._auth import Principal
+from .._deps import Admin, Anyone, Service, get_service
+from .._errors import ForbiddenError, NotFoundError, ServiceError, UnsupportedMediaTypeError
 from .._http import content_type, parse_range, spool_limited
+from .._registry import VersionRecord
 from ._common import CHANNEL, ERRORS, Channel, ModelName, Version
 
 __all__ = ["router"]
@@ -50,6 +52,25 @@ async def upload_bundle(request: Request, _: Admin,
     return rec.to_json()
 
 
+def readable_version(svc: Service, who: Principal, name: str, version: int) -> VersionRecord:
+    """The version, if ``who`` may read it: the admin reads everything; a device only the model it
+    is assigned to (404 for any other, as if it did not exist) and only versions its channel has
+    pointed at (403 for the others, e.g. another channel's beta)."""
+    if who.is_admin:
+        return svc.registry.get_version(name, version)
+    assert who.device_id is not None
+    dev = svc.devices.get(who.device_id)
+    if dev["model"] != name:
+        raise NotFoundError(f"no model named {name!r} is assigned to device {who.device_id!r}",
+                            code="unknown_model")
+    rec = svc.registry.get_version(name, version)
+    channel = dev["channel"]
+    if version not in {e["version"] for e in svc.registry.channel_history(name) if e["channel"] == channel}:
+        raise ForbiddenError(f"{name} v{version} was never on channel {channel!r} of device {who.device_id!r}",
+                             code="not_on_channel")
+    return rec
+
+
 @router.get("/api/v1/models", tags=TAG, response_model=list[S.ModelSummary], responses=ERRORS)
 def list_models(request: Request, _: Admin) -> list[dict[str, Any]]:
     """Every model with its latest version and its channels."""
@@ -63,14 +84,15 @@ def model_detail(request: Request, name: ModelName, _: Admin) -> dict[str, Any]:
 
 @router.get("/api/v1/models/{name}/versions/{version}", tags=TAG, response_model=S.VersionOut,
             responses=ERRORS)
-def version_detail(request: Request, name: ModelName, version: Version, _: Anyone) -> dict[str, Any]:
-    return get_service(request).registry.get_version(name, version).to_json()
+def version_detail(request: Request, name: ModelName, version: Version, who: Anyone) -> dict[str, Any]:
+    """A version (a device: of its own model, on its channel)."""
+    return readable_version(get_service(request), who, name, version).to_json()
 
 
 @router.get("/api/v1/models/{name}/versions/{version}/manifest", tags=TAG, responses=ERRORS)
-def version_manifest(request: Request, name: ModelName, version: Version, _: Anyone) -> dict[str, Any]:
-    """The bundle's manifest as JSON."""
-    return get_service(request).registry.get_version(name, version).manifest
+def version_manifest(request: Request, name: ModelName, version: Version, who: Anyone) -> dict[str, Any]:
+    """The bundle's manifest as JSON (a device: of its own model, on its channel)."""
+    return readable_version(get_service(request), who, name, version).manifest
 
 bundle_responses: dict[int | str, dict[str, Any]] = {
     **ERRORS, 206: {"description": "partial content"}, 304: {"description": "not modified"},
@@ -81,11 +103,12 @@ bundle_responses: dict[int | str, dict[str, Any]] = {
              response_class=Response, operation_id="bundle_head")
 @router.get("/api/v1/models/{name}/versions/{version}/bundle", tags=TAG, responses=bundle_responses,
             response_class=Response, operation_id="bundle_download")
-def download_bundle(request: Request, name: ModelName, version: Version, _: Anyone) -> Response:
+def download_bundle(request: Request, name: ModelName, version: Version, who: Anyone) -> Response:
     """The bundle archive, with `ETag` (its sha256) and `Range` support so a device resumes a
-    broken download (`If-Range` with the ETag keeps a resumed download consistent)."""
+    broken download (`If-Range` with the ETag keeps a resumed download consistent). A device
+    downloads only its own model's versions that its channel has pointed at."""
     svc = get_service(request)
-    rec = svc.registry.get_version(name, version)
+    rec = readable_version(svc, who, name, version)
     headers = {"ETag": rec.etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=0",
                "Content-Disposition": f'attachment; filename="{name}-v{version}.tar.gz"'}
     inm = request.headers.get("if-none-match")
