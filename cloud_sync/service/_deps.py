@@ -49,7 +49,8 @@ class Service:
     samples: SampleStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.samples = SampleStore(self.engine, self.store)
+        self.samples = SampleStore(self.engine, self.store, max_per_device=self.settings.samples_max_per_device,
+                                   max_bytes_per_device=self.settings.samples_max_bytes_per_device)
 
     @classmethod
     def build(cls, settings: ServiceSettings) -> Service:

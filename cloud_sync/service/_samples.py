@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import Request
 from PIL import Image
 from pydantic import BaseModel
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
@@ -35,6 +35,7 @@ from ._db import samples, utcnow
 from ._errors import (
     BadRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     StorageError,
     UnprocessableError,
     UnsupportedMediaTypeError,
@@ -138,11 +139,20 @@ def _inspect(data: bytes) -> tuple[str, str, int, int]:
 class SampleStore:
     """Rows in ``fleet_samples``, images in the service's object store."""
 
-    def __init__(self, engine: Engine, store: BlobStore) -> None:
+    def __init__(self, engine: Engine, store: BlobStore, *, max_per_device: int = 1000,
+                 max_bytes_per_device: int = 256 * 1024**2) -> None:
         self.engine = engine
         self.store = store
+        self.max_per_device = max_per_device
+        self.max_bytes_per_device = max_bytes_per_device
 
     def add(self, device_id: str, data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store a sample; a device's oldest samples are dropped to keep it within its quota
+        (``max_per_device`` samples, ``max_bytes_per_device`` bytes). One image larger than the
+        whole byte quota is refused (413) and changes nothing."""
+        if len(data) > self.max_bytes_per_device:
+            raise PayloadTooLargeError(f"the image is {len(data)} bytes; a device's samples may take at most "
+                                       f"{self.max_bytes_per_device} bytes", code="sample_quota")
         ctype, suffix, w, h = _inspect(data)
         digest = hashlib.sha256(data).hexdigest()
         existing = self._find(device_id, digest)
@@ -167,7 +177,37 @@ class SampleStore:
         if row is None:
             raise StorageError("the sample was stored but cannot be read back")
         log.info("sample %s from %s (%d bytes)", row.id, device_id, len(data))
+        self._retain(device_id, keep=row.id)
         return _row(row), True
+
+    def _retain(self, device_id: str, keep: int) -> None:
+        """Drop the device's oldest samples past its quota (never ``keep``, the one just stored).
+        Rows go first, then their images: a crash in between leaves an orphan file, never a row
+        without its image."""
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.execute(select(samples.c.id, samples.c.size, samples.c.storage_key)
+                                    .where(samples.c.device_id == device_id)
+                                    .order_by(samples.c.id.desc())).all()
+                count = total = 0
+                drop: list[Any] = []
+                for r in rows:
+                    count, total = count + 1, total + int(r.size)
+                    if r.id != keep and (count > self.max_per_device or total > self.max_bytes_per_device):
+                        drop.append(r)
+                        count, total = count - 1, total - int(r.size)
+                if drop:
+                    conn.execute(delete(samples).where(samples.c.id.in_([r.id for r in drop])))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc.__class__.__name__}") from exc
+        for r in drop:
+            try:
+                self.store.delete(r.storage_key)
+            except (StorageError, OSError) as exc:  # an orphan image is logged; the upload succeeded
+                log.warning("samples: cannot delete the image of dropped sample %s: %s", r.id, exc)
+        if drop:
+            log.info("samples: dropped %d oldest sample(s) of %s to keep its quota (%d samples, %d bytes)",
+                     len(drop), device_id, self.max_per_device, self.max_bytes_per_device)
 
     def _find(self, device_id: str, digest: str) -> Any:
         try:
