@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -136,3 +137,28 @@ def test_counters_add_up_over_workers_and_never_go_backwards(served: tuple[str, 
     assert all(v > 0 for v in m["process_resident_memory_bytes"].values())
     # the workers wrote their files where `edge cloud serve` was told to
     assert {p.name.rsplit("_", 1)[1].removesuffix(".db") for p in prom.glob("counter_*.db")} >= workers
+
+
+def test_a_killed_worker_keeps_its_counts_and_leaves_the_live_series(served: tuple[str, Path]) -> None:
+    """SIGKILL one worker (uvicorn starts another): what it counted stays in the sums, its
+    process_* series and its live gauge go."""
+    url, prom = served
+    for _ in range(4):
+        assert httpx.get(url + "/v2/health/live", headers={"Connection": "close"}).status_code == 200
+    wait_for(lambda: len({dict(k)["worker"] for k in _scrape(url)["process_cpu_seconds_total"]}) == 2, 30,
+             "both workers")
+    before = _scrape(url)
+    workers = {dict(k)["worker"] for k in before["process_cpu_seconds_total"]}
+    victim = int(sorted(workers)[0])
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = {dict(k)["worker"] for k in _scrape(url)["process_cpu_seconds_total"]}
+        return len(now) == 2 and str(victim) not in now
+
+    wait_for(replaced, 60, "uvicorn to replace the killed worker")
+    after = _scrape(url)
+    assert _requests(after, LIVE) >= _requests(before, LIVE) >= 4  # what the dead worker counted is kept
+    assert after["edge_inference_items_total"] == before["edge_inference_items_total"]
+    assert not list(prom.glob(f"gauge_livesum_{victim}.db"))
+    assert list(prom.glob(f"counter_{victim}.db"))  # its counts are still read
