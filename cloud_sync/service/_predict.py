@@ -38,7 +38,7 @@ async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, 
         raise UnprocessableError(f"{lm.name} takes {model.manifest.task} rows, not images; use /infer",
                                  code="not_an_image_model")
     t0 = time.perf_counter()
-    image = await run_in_threadpool(decode_image, data)
+    image = await run_in_threadpool(decode_image, data, model.manifest.preprocess.size)  # huge JPEGs: draft
     tensors = await run_in_threadpool(model.preprocess, image)
     t1 = time.perf_counter()
     outs = await lm.infer(tensors)

@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from edge_device.client import CloudClient
 from edge_runtime import load_private_key, pack_bundle
 from edge_runtime._signing import sign_bytes
 from tests.support.capped_service import CappedService
+from tests.support.errors import error_of
 from tests.support.keys import Keys
 from tests.support.paths import SHARED as DATA
 from tests.support.service import ADMIN_TOKEN, MakeSigned
@@ -65,7 +68,7 @@ def huge_png() -> bytes:
 
 def _err(r: httpx.Response, low: int = 400, high: int = 499) -> dict:
     assert low <= r.status_code <= high, (r.status_code, r.text)
-    body = r.json()["error"]
+    body = error_of(r)
     assert body["message"] and body["code"]
     return dict(body)
 
@@ -113,6 +116,48 @@ def test_eight_concurrent_huge_pngs_as_samples(capped: CappedService, device_tok
     ok = httpx.post(f"{capped.url}/api/v1/device/samples", headers=auth, timeout=60,
                     files={"image": ("cat.png", _cat(), "image/png")}, data={"metadata": '{"why": "unsure"}'})
     assert ok.status_code in (200, 201), ok.text
+
+
+def test_a_huge_jpeg_is_decoded_reduced(capped: CappedService, device_token: str) -> None:
+    """A JPEG over the pixel bound is drafted (decoded at 1/8) towards the model's input size."""
+    buf = io.BytesIO()
+    Image.new("RGB", (9000, 9000), (200, 120, 40)).save(buf, format="JPEG", quality=50)
+    r = httpx.post(f"{capped.url}/v2/models/mobilenet_v2/classify?top_k=1", content=buf.getvalue(), timeout=120,
+                   headers={"Content-Type": "image/jpeg", "Authorization": f"Bearer {device_token}"})
+    assert r.status_code == 200, r.text
+    assert capped.alive
+
+
+def test_decodes_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most max_concurrent_decodes images are decoded at once; the others wait their turn."""
+    from cloud_sync.service._imagein import DECODE_LIMITS, decode_image
+
+    active = peak = 0
+    lock = threading.Lock()
+    real = Image.Image.convert
+
+    def slow_convert(self: Image.Image, *a: object, **kw: object) -> Image.Image:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        try:
+            return real(self, *a, **kw)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(Image.Image, "convert", slow_convert)
+    old = (DECODE_LIMITS.max_pixels, DECODE_LIMITS.slots)
+    DECODE_LIMITS.configure(24_000_000, 2)
+    try:
+        png = _cat()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            shapes = list(pool.map(lambda _: decode_image(png).shape, range(8)))
+    finally:
+        DECODE_LIMITS.max_pixels, DECODE_LIMITS.slots = old
+    assert len(set(shapes)) == 1 and peak == 2, peak
 
 
 # -- item 1b: archive headers pre-scanned --------------------------------------------------------
