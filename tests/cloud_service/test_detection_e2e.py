@@ -27,8 +27,10 @@ import edge_runtime
 from cloud_sync.db import telemetry_detections, telemetry_records
 from cloud_sync.ingest import IngestConfig, Ingester
 from cloud_sync.service import ServiceSettings
+from edge_device.agent import CloudClassifier, Router, RouterConfig
 from edge_device.client import CloudClient
 from edge_device.telemetry import MqttConfig
+from edge_runtime.sources import open_source
 from tests.support.browser import headless_chromium
 from tests.support.detection import detection_dir, expected, rule_violations
 from tests.support.keys import Keys
@@ -82,6 +84,8 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                      "--device-id", DEVICE, "--outbox", d / "outbox.db")
             local = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
             wait_for(lambda: _objects(ingester) != [], 60, "the detections in the cloud database")
+            # the same signed bundle in the registry, for online inference
+            CloudClient(svc.url, ADMIN_TOKEN, timeout=120).publish(bundle, channel="stable")
             yield Fleet(svc, ingester, bundle, expected(shared_data)[MODEL][IMAGE], local)
         finally:
             ingester.stop()
@@ -189,8 +193,6 @@ def test_the_dashboard_draws_objects_per_label(fleet: Fleet) -> None:
 
 
 def test_the_service_answers_classify_with_detections(fleet: Fleet, shared_data: Path) -> None:
-    admin = CloudClient(fleet.svc.url, ADMIN_TOKEN, timeout=120)
-    admin.publish(fleet.bundle, channel="stable")
     image = (detection_dir(shared_data) / "images" / IMAGE).read_bytes()
     r = httpx.post(fleet.svc.url + "/v2/models/yolov8n/classify", content=image,
                    headers={**AUTH, "Content-Type": "image/jpeg"}, timeout=120)
@@ -220,3 +222,24 @@ def test_the_service_answers_classify_with_detections(fleet: Fleet, shared_data:
     assert raw.status_code == 200, raw.text
     out = raw.json()
     assert "detections" not in out and out["outputs"][0]["shape"] == [1, 84, 8400]
+
+
+def test_a_device_in_online_mode_gets_the_services_detections(fleet: Fleet, shared_data: Path) -> None:
+    """The hybrid router with the device's real cloud client: the frame goes to the service, whose
+    detections (in the photo's pixels) become the record."""
+    dev = CloudClient(fleet.svc.url, ADMIN_TOKEN, timeout=60).register_device("cam-online", model="yolov8n")
+    router = Router(RouterConfig(mode="online", deadline_ms=60_000),
+                    CloudClassifier(fleet.svc.url, dev["token"], "yolov8n", 5))
+    out: list[edge_runtime.Record] = []
+    try:
+        with edge_runtime.Model.load(fleet.bundle, threads=1) as model:
+            edge_runtime.Pipeline(model, open_source(str(detection_dir(shared_data) / "images" / IMAGE)), [],
+                                  predictor=router, on_record=out.append).run()
+    finally:
+        router.close()
+    [rec] = out
+    assert (rec["path"], rec["route"], rec["backend"]) == ("cloud", "cloud-ok", "cloud"), rec
+    assert rec["model"] == {"name": "yolov8n", "version": 1} and "top_k" not in rec
+    assert rule_violations(rec["detections"], fleet.reference) == []
+    [local] = fleet.local
+    assert [(d["label"], d["box"]) for d in rec["detections"]] == [(d["label"], d["box"]) for d in local["detections"]]
