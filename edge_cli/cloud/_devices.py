@@ -125,10 +125,14 @@ def _state(d: dict[str, Any]) -> str:
 @_timeout_opt
 @click.option("--json", "as_json", is_flag=True)
 def revoke_cmd(name: str, registry: str, token: str, timeout: float, as_json: bool) -> None:
-    """Revoke device NAME: its token stops working at once."""
+    """Revoke device NAME: its token stops working at once, and the ingester turns its MQTT
+    messages into rejects (reason "revoked"). To take its broker user away too, run
+    `edge cloud broker-config --fleet-from-db URL -o DIR --reload MOSQUITTO_PID` on the broker."""
     with _explained(registry, name):
         rec = _client(registry, token, timeout).revoke_device(name)
     if as_json:
         echo_json(rec)
         return
     click.echo(f"revoked device {rec['id']} at {rec['revoked_at']}: its token no longer works")
+    click.echo("the broker still knows it: run `edge cloud broker-config --fleet-from-db URL -o DIR --reload PID` "
+               "on the broker to remove its MQTT user", err=True)

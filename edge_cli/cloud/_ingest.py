@@ -33,7 +33,8 @@ __all__ = ["ingest_cmd"]
               help="Share the subscriptions with other ingesters ($share/GROUP/...).")
 @click.option("--username", envvar="EDGE_CLOUD_MQTT_USERNAME", help="Broker user name (or EDGE_CLOUD_MQTT_USERNAME).")
 @click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the broker password (or set EDGE_CLOUD_MQTT_PASSWORD).")
+              help="File holding the broker password, e.g. the ingest.password `edge cloud broker-config` writes "
+                   "(or set EDGE_CLOUD_MQTT_PASSWORD).")
 @click.option("--ca", "ca_file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (mqtts://).")
 @click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Client certificate (mqtts://).")
@@ -73,7 +74,7 @@ def ingest_cmd(mqtt_url: str, db_url: str, client_id: str, share_group: str | No
     Examples:
       edge cloud ingest --mqtt mqtt://localhost:1883 --db sqlite:///telemetry.db
       edge cloud ingest --mqtt mqtts://broker:8883 --ca ca.pem --username ingest \\
-          --password-file ingest.pw --db postgresql://ingest@db/edge
+          --password-file ingest.password --db postgresql://ingest@db/edge
       edge cloud ingest --mqtt mqtt://localhost:1883 --retire
     """
     from pydantic import ValidationError
