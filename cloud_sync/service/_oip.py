@@ -5,9 +5,10 @@ extension (``Inference-Header-Content-Length`` header; the JSON header is follow
 bytes of each input that has ``parameters.binary_data_size``) are both accepted, as NVIDIA's
 tritonclient sends them: JSON when there is no ``Inference-Header-Content-Length``, the binary
 layout when there is, whatever the Content-Type says, and gzip/deflate bodies
-(``Content-Encoding``). Outputs go back in binary when the request asks for it
-(``parameters.binary_data_output``, or ``binary_data`` per requested output). Every check happens
-here, before anything reaches a backend, and fails with a 400 naming the input.
+(``Content-Encoding``; answers are compressed when ``Accept-Encoding`` asks for it). Outputs
+go back in binary when the request asks for it (``parameters.binary_data_output``, or
+``binary_data`` per requested output). Every check happens here, before anything reaches a
+backend, and fails with a 400 naming the input.
 
 JSON tensors are the slow path of the protocol (a 224x224x3 image is ~600 kB of digits), so
 they are parsed without Python-level work per element: orjson builds the list, and one C call
@@ -17,6 +18,7 @@ tensor that fails there goes through the careful path that names what is wrong.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import zlib
@@ -29,8 +31,8 @@ from edge_runtime import TensorSpec
 
 from ._errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
-__all__ = ["DATATYPES", "InferRequest", "check_outputs", "datatype_of", "decode_body", "encode_outputs",
-           "encode_response", "json_dumps", "json_loads", "parse_infer_request"]
+__all__ = ["DATATYPES", "MIN_COMPRESS_BYTES", "InferRequest", "check_outputs", "datatype_of", "decode_body",
+           "encode_body", "encode_outputs", "encode_response", "json_dumps", "json_loads", "parse_infer_request"]
 
 _orjson: Any
 try:  # orjson parses the large number arrays of image tensors several times faster
@@ -73,6 +75,37 @@ def _numpy_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+#: answers smaller than this go uncompressed whatever the client accepts: not worth the CPU
+MIN_COMPRESS_BYTES = 1024
+
+
+def encode_body(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | None]:
+    """The response body compressed the way the client asked (``Accept-Encoding``: gzip or
+    deflate, what tritonclient's ``response_compression_algorithm`` sends), and the encoding used
+    (None: sent as it is)."""
+    if not accept_encoding or len(body) < MIN_COMPRESS_BYTES:
+        return body, None
+    best, best_q = None, 0.0
+    for part in accept_encoding.split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for prm in params.split(";"):
+            k, _, v = prm.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        name = name.strip().lower()
+        if name in ("gzip", "deflate") and q > best_q:
+            best, best_q = name, q
+    if best == "gzip":
+        return gzip.compress(body, compresslevel=1), "gzip"
+    if best == "deflate":
+        return zlib.compress(body, 1), "deflate"
+    return body, None
 
 
 def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:

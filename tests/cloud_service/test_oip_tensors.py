@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from cloud_sync.service import BadRequestError, PayloadTooLargeError
-from cloud_sync.service._oip import decode_body, encode_response, parse_infer_request
+from cloud_sync.service._oip import MIN_COMPRESS_BYTES, decode_body, encode_body, encode_response, parse_infer_request
 from edge_runtime import TensorSpec
 
 
@@ -112,3 +112,15 @@ def test_compressed_bodies() -> None:
     with pytest.raises(BadRequestError) as e:
         decode_body(gzip.compress(raw)[:-20], "gzip", 10_000)
     assert e.value.code == "bad_encoding"
+
+
+def test_answers_compressed_as_accepted() -> None:
+    big = b"0," * MIN_COMPRESS_BYTES
+    body, enc = encode_body(big, "gzip")
+    assert enc == "gzip" and gzip.decompress(body) == big
+    body, enc = encode_body(big, "deflate")
+    assert enc == "deflate" and zlib.decompress(body) == big
+    assert encode_body(big, "gzip;q=0.2, deflate;q=0.8")[1] == "deflate"
+    assert encode_body(big, "gzip;q=0, br")[1] is None
+    assert encode_body(big, None) == (big, None)
+    assert encode_body(b"{}", "gzip") == (b"{}", None)  # too small to be worth it

@@ -151,7 +151,8 @@ def test_compressed_requests(service: Running, local: edge_runtime.Model, images
     async def run() -> np.ndarray:
         async with tha.InferenceServerClient(_host(service), conn_timeout=120) as client:
             res = await client.infer(MODEL, _inputs(x, False, tha.InferInput), headers=auth(),
-                                     request_compression_algorithm=algorithm)
+                                     request_compression_algorithm=algorithm,
+                                     response_compression_algorithm=algorithm)
             return res.as_numpy(out_name)
 
     np.testing.assert_array_equal(asyncio.run(run()), want)
@@ -206,6 +207,13 @@ def test_raw_protocol_edges(service: Running, images: dict[str, np.ndarray]) -> 
     n = int(r.headers["inference-header-content-length"])
     meta = httpx.Response(200, content=r.content[:n]).json()
     assert meta["outputs"][0]["parameters"]["binary_data_size"] == len(r.content) - n == 1001
+    # the answer compressed as asked (httpx asks for gzip and inflates it), or not at all
+    assert r.headers["content-encoding"] == "gzip"
+    for accept, encoding in (("deflate", "deflate"), ("identity", None), ("br", None)):
+        plain = httpx.post(f"{service.url}/v2/models/{MODEL}/infer", content=head + x.tobytes(), timeout=60,
+                           headers={**AUTH, "Accept-Encoding": accept,
+                                    "Inference-Header-Content-Length": str(len(head))})
+        assert plain.headers.get("content-encoding") == encoding and plain.content == r.content
     bad = httpx.post(f"{service.url}/v2/models/{MODEL}/infer", content=b"not gzip at all", timeout=60,
                      headers={**AUTH, "Content-Encoding": "gzip"})
     assert bad.status_code == 400 and bad.headers["edge-error-code"] == "bad_encoding"

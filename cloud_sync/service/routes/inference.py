@@ -18,7 +18,7 @@ from .._deps import Anyone, get_service
 from .._errors import ServiceError, StorageError, UnsupportedMediaTypeError
 from .._http import content_type, read_limited
 from .._imagein import image_from_request
-from .._oip import check_outputs, datatype_of, decode_body, encode_response, parse_infer_request
+from .._oip import check_outputs, datatype_of, decode_body, encode_body, encode_response, parse_infer_request
 from .._predict import classify_image, run_items
 from ._common import V2_ERRORS as ERRORS
 from ._common import ModelName, Version
@@ -122,6 +122,10 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
         svc.metrics.inference_errors.inc(model=lm.name, code=_error_code(exc))
         raise
     svc.metrics.inferences.inc(req.batch, model=lm.name)
+    content, encoding = encode_body(content, request.headers.get("accept-encoding"))
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    headers["Vary"] = "Accept-Encoding"
     return Response(content, headers=headers)
 
 
