@@ -44,7 +44,8 @@ def ssh_keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def agent_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "agent.toml"
-    path.write_text('[device]\nid = "greenhouse-1"\n\n[cloud]\nurl = "https://edge.example"\ntoken = "s3cret"\n')
+    path.write_text('device_id = "greenhouse-1"\n\n[source]\nspec = "picamera"\n\n'
+                    '[cloud]\nurl = "https://edge.example"\ntoken = "s3cret"\n\n[updates]\nenabled = false\n')
     return path
 
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def _prepare_args(image: Path, bundle: Path, config: Path, wheel: Path, key: Pat
 def _check_edge_folder(files: dict[str, bytes], wheel: Path, bundle_archive: Path, config: Path) -> None:
     assert files[f"/edge/{wheel.name}"] == wheel.read_bytes()
     assert files["/edge/mobilenet_v2-v1.tar.gz"] == bundle_archive.read_bytes()
-    assert files["/edge/agent.toml"] == config.read_bytes()
+    # The card's config is the user's with the host paths rewritten to where the device puts things.
+    bundle_on_device = "/var/lib/edge/bundles/mobilenet_v2-v1.tar.gz"
+    expected = {**tomllib.loads(config.read_text()), "model": {"bundle": bundle_on_device}}
+    assert tomllib.loads(files["/edge/agent.toml"].decode()) == expected
     assert files["/edge/install-on-pi.sh"] == (ROOT / "scripts/install-on-pi.sh").read_bytes()
     assert sorted(p for p in files if p.startswith("/edge/")) == sorted([
         f"/edge/{wheel.name}", "/edge/mobilenet_v2-v1.tar.gz", "/edge/agent.toml", "/edge/install-on-pi.sh",
@@ -197,7 +201,8 @@ def test_the_wheel_built_from_the_checkout_is_reproducible(tmp_path):
     assert one.read_bytes() == two.read_bytes()
     with zipfile.ZipFile(one) as zf:
         names = set(zf.namelist())
-    assert {"edge_deploy/_assets.py", "device_profiles/data/rpi-4b.toml"} <= names
+    assert {"edge_deploy/data/install-on-pi.sh", "edge_deploy/data/edge-agent.service",
+            "device_profiles/data/rpi-4b.toml"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     assert not (snapshot / "build").exists(), "the build must not write into the source tree"
 

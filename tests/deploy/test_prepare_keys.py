@@ -225,7 +225,7 @@ def test_a_config_the_device_would_refuse_is_refused_and_the_image_unchanged(
     base = config.read_text()
     extra: list[str] = ["--trusted-key", str(host / "keys" / "release.pub"), "--device-token", TOKEN]
     if case == "unknown-key":
-        config = agent_config  # the shared fixture: [device] is not a key the agent knows
+        config.write_text(base + '\n[device]\nid = "greenhouse-1"\n')  # [device] is not a key the agent knows
     elif case == "online-without-cloud":
         config.write_text(base.replace('mode = "cascade"', 'mode = "online"')
                           .replace('url = "https://edge-cloud.example.com"', ""))
