@@ -7,10 +7,11 @@ back as an Arrow table of rows, read, decoded and predicted on the actor. The dr
 output as it streams (``iter_batches``) and hands each block to the output, so rows reach the
 database while the job runs and a killed job loses at most the blocks in flight.
 
-Without ``address`` a Ray instance is started on this machine (and stopped at the end); with it,
-the job runs on that cluster, and the bundle travels to the actors as bytes (the workers need not
-see the driver's files). Inputs are read where the actors run: S3 and URLs work anywhere, local
-paths only where the workers see the same files (this machine, or a shared filesystem).
+Without ``address`` a Ray instance is started on this machine (and stopped at the end); with it
+(or in a Ray session the caller opened) the job runs on that cluster, and the bundle travels to the
+actors as bytes (the workers need not see the driver's files). Inputs are read where the actors
+run: S3 and URLs work anywhere, local paths only where the workers see the same files (this machine,
+or a shared filesystem).
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class RayEngine:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.enable_auto_log_stats = False
-        if self.options.address is not None and spec.bundle_archive is None:
+        if not (self._started and self.options.address is None):
+            # A cluster (named, or a session the caller opened) may run actors on other machines:
+            # the bundle travels with them as bytes. Only a Ray of our own shares our files for sure.
             spec = spec.packed()
         bs = self.options.batch_size
         ds: Any = self._ray.data.from_items([{"key": it.key, "frame": it.frame} for it in items],
