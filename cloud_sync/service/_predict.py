@@ -4,10 +4,12 @@ model's batch dimension, and image classification with the device's own pre/post
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ._errors import BadRequestError, UnprocessableError
@@ -38,13 +40,17 @@ async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, 
         raise UnprocessableError(f"{lm.name} takes {model.manifest.task} rows, not images; use /infer",
                                  code="not_an_image_model")
     t0 = time.perf_counter()
-    image = await run_in_threadpool(decode_image, data, model.manifest.preprocess.size)  # huge JPEGs: draft
+    pre = model.image_preprocessor  # its size, from the manifest or else the model's input
+    target = (pre.width, pre.height) if pre is not None else model.manifest.preprocess.size
+    image = await run_in_threadpool(decode_image, data, target)  # huge JPEGs: draft
     tensors = await run_in_threadpool(model.preprocess, image)
     t1 = time.perf_counter()
     outs = await lm.infer(tensors)
     t2 = time.perf_counter()
-    # a detector's boxes in pixels of the image as sent (width, height), as on the device
-    pred = model.postprocess(outs, image_size=(int(image.shape[1]), int(image.shape[0])))
+    # a detector's boxes in pixels of the image as sent (width, height), as on the device: the size
+    # its header declares, since a huge JPEG is decoded reduced
+    size = (int(image.shape[1]), int(image.shape[0]))
+    pred = model.postprocess(outs, image_size=_sent_size(data, size) if model.manifest.task == "detection" else size)
     top: list[dict[str, Any]] | None = None
     if pred.scores is not None:
         scores = pred.scores
@@ -59,3 +65,13 @@ async def classify_image(lm: LoadedModel, data: bytes, top_k: int) -> dict[str, 
             "latency_ms": {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
                            "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)},
             "backend": model.backend_name, "path": "cloud"}
+
+
+def _sent_size(data: bytes, decoded: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) the image's header declares (reads the header only)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return decoded
+    return int(w), int(h)

@@ -7,6 +7,7 @@ raw tensors)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 import edge_runtime
@@ -70,8 +72,9 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     bundle = d / "yolov8n.tar.gz"
     edge("bundle", detection_dir(shared_data) / "models" / MODEL, "--task", "detection", "--name", "yolov8n",
          "--sign-key", keys.private, "-o", bundle)
+    # a low decode bound, so a 4x photo is decoded reduced (drafted) on /classify
     settings = ServiceSettings(data_dir=d / "svc", database_url=db, admin_token=ADMIN_TOKEN,
-                               trusted_keys=[keys.public])
+                               trusted_keys=[keys.public], max_decode_pixels=4_000_000)
     with run_service(settings) as svc:
         # the ingester writes into the service's own database
         ingester = Ingester(IngestConfig(mqtt=MqttConfig(url=mosquitto.url), db_url=settings.resolved_database_url,
@@ -243,3 +246,19 @@ def test_a_device_in_online_mode_gets_the_services_detections(fleet: Fleet, shar
     assert rule_violations(rec["detections"], fleet.reference) == []
     [local] = fleet.local
     assert [(d["label"], d["box"]) for d in rec["detections"]] == [(d["label"], d["box"]) for d in local["detections"]]
+
+
+def test_a_huge_jpeg_decoded_reduced_still_gets_boxes_in_its_own_pixels(fleet: Fleet, shared_data: Path) -> None:
+    # 4x the photo (5408x3600, over the service's 4 M-pixel bound): the service decodes it at 1/4
+    # (JPEG draft), and the boxes must still be in the pixels of the image as sent
+    with Image.open(detection_dir(shared_data) / "images" / IMAGE) as im:
+        big = im.convert("RGB").resize((im.width * 4, im.height * 4), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=92)
+    r = httpx.post(fleet.svc.url + "/v2/models/yolov8n/classify", content=buf.getvalue(),
+                   headers={**AUTH, "Content-Type": "image/jpeg"}, timeout=120)
+    assert r.status_code == 200, r.text
+    dets = r.json()["detections"]
+    scaled = [[label, score, *(v * 4 for v in box)] for label, score, *box in fleet.reference]
+    assert rule_violations(dets, scaled) == []
+    assert max(d["box"][2] for d in dets) > 1352  # not the reduced image's pixels
