@@ -21,7 +21,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +148,8 @@ class InferRequest:
     #: each requested output's ``parameters.binary_data``
     binary_default: bool = False
     binary: dict[str, bool] = field(default_factory=dict)
+    #: Triton's classification extension: output name -> how many top classes to answer with
+    classification: dict[str, int] = field(default_factory=dict)
 
     def wants_binary(self, name: str) -> bool:
         return self.binary.get(name, self.binary_default)
@@ -211,6 +215,7 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: list[Tens
     outs = doc.get("outputs")
     names: list[str] | None = None
     out_binary: dict[str, bool] = {}
+    classification: dict[str, int] = {}
     if outs is not None:
         if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                  for o in outs):
@@ -220,17 +225,20 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: list[Tens
             p = o.get("parameters") or {}
             if not isinstance(p, dict):
                 raise BadRequestError(f"output {o['name']!r}: parameters must be an object", code="bad_request")
-            if p.get("class_count"):
-                raise BadRequestError(f"output {o['name']!r}: the classification extension (class_count) is not "
-                                      "supported here; POST the image to /classify for the top-k labels",
-                                      code="unsupported_parameter")
+            top = p.get("classification")
+            if top is not None:
+                if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+                    raise BadRequestError(f"output {o['name']!r}: classification must be a positive integer "
+                                          "(the number of top classes)", code="bad_request")
+                classification[o["name"]] = top
             b = p.get("binary_data")
             if b is not None:
                 if not isinstance(b, bool):
                     raise BadRequestError(f"output {o['name']!r}: binary_data must be true or false",
                                           code="bad_request")
                 out_binary[o["name"]] = b
-    return InferRequest(rid, arrays, batches.pop() if batches else 1, names, binary_default, out_binary)
+    return InferRequest(rid, arrays, batches.pop() if batches else 1, names, binary_default, out_binary,
+                        classification)
 
 
 def _tensor(t: dict[str, Any], spec: TensorSpec, binary: memoryview) -> tuple[np.ndarray, int]:
@@ -346,6 +354,23 @@ def _check_shape(shape: list[int], spec: TensorSpec) -> None:
                                   code="bad_shape")
 
 
+def _top_classes(arr: np.ndarray, k: int, labels: Sequence[str]) -> list[list[bytes]]:
+    """Triton's classification strings: per batch item, the k largest values, best first."""
+    items = arr.reshape(arr.shape[0] if arr.ndim > 1 else 1, -1)
+    k = min(k, items.shape[1])
+    with_labels = len(labels) == items.shape[1]
+    out = []
+    for row in items:
+        idx = np.argsort(-row.astype(np.float64), kind="stable")[:k]
+        strs = []
+        for i in idx:
+            v = row[i]
+            value = f"{float(v):f}" if row.dtype.kind == "f" else str(int(v))
+            strs.append((f"{value}:{int(i)}:{labels[i]}" if with_labels else f"{value}:{int(i)}").encode())
+        out.append(strs)
+    return out
+
+
 def check_outputs(wanted: list[str] | None, specs: list[TensorSpec]) -> None:
     """Refuse (400) output names the model does not have: before the model runs, not after."""
     if wanted is None:
@@ -374,23 +399,36 @@ def _flat(arr: np.ndarray) -> Any:
 
 
 def encode_response(model_name: str, model_version: int | str, req: InferRequest, outputs: list[np.ndarray],
-                    specs: list[TensorSpec]) -> tuple[bytes, dict[str, str]]:
+                    specs: list[TensorSpec], labels: Sequence[str] = ()) -> tuple[bytes, dict[str, str]]:
     """The inference response body and its headers. Outputs asked for in binary go after the JSON
     header (``Inference-Header-Content-Length``), each with ``parameters.binary_data_size``; the
-    others carry ``data``. ``id`` is echoed only when the request had one."""
+    others carry ``data``. ``id`` is echoed only when the request had one. An output asked for
+    with ``classification: k`` is answered as Triton does: BYTES ``"<value>:<index>[:<label>]"``,
+    the top k of each batch item (``labels`` when there is one per class)."""
     check_outputs(req.outputs, specs)
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for spec, arr in zip(specs, outputs, strict=True):
         if req.outputs is not None and spec.name not in req.outputs:
             continue
-        t: dict[str, Any] = {"name": spec.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
-        if req.wants_binary(spec.name) and t["datatype"] != "BYTES":
+        k = req.classification.get(spec.name)
+        t: dict[str, Any] = {"name": spec.name}
+        if k is not None:
+            classes = _top_classes(arr, k, labels)
+            t.update(datatype="BYTES", shape=[len(classes), len(classes[0]) if classes else 0])
+            if req.wants_binary(spec.name):
+                raw = b"".join(struct.pack("<I", len(c)) + c for row in classes for c in row)
+                t["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+            else:
+                t["data"] = [c.decode() for row in classes for c in row]
+        elif req.wants_binary(spec.name) and datatype_of(arr.dtype) != "BYTES":
             raw = np.ascontiguousarray(arr).tobytes()
-            t["parameters"] = {"binary_data_size": len(raw)}
+            t.update(datatype=datatype_of(arr.dtype), shape=list(arr.shape),
+                     parameters={"binary_data_size": len(raw)})
             chunks.append(raw)
         else:
-            t["data"] = _flat(arr)
+            t.update(datatype=datatype_of(arr.dtype), shape=list(arr.shape), data=_flat(arr))
         tensors.append(t)
     payload: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version)}
     if req.id is not None:

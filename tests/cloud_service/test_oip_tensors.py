@@ -124,3 +124,17 @@ def test_answers_compressed_as_accepted() -> None:
     assert encode_body(big, "gzip;q=0, br")[1] is None
     assert encode_body(big, None) == (big, None)
     assert encode_body(b"{}", "gzip") == (b"{}", None)  # too small to be worth it
+
+
+def test_classification_strings() -> None:
+    specs = [TensorSpec(name="p", shape=[-1, 3], dtype="float32")]
+    outs = [np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)]
+    req = parse_infer_request(_body("UINT8", [1, 1], [1], outputs=[
+        {"name": "p", "parameters": {"classification": 2, "binary_data": False}}]), None, _spec("uint8", [-1, 1]))
+    body, _ = encode_response("m", 1, req, outs, specs, ["a", "b", "c"])
+    (out,) = orjson.loads(body)["outputs"]
+    assert out == {"name": "p", "datatype": "BYTES", "shape": [2, 2],
+                   "data": ["0.700000:1:b", "0.200000:2:c", "0.500000:0:a", "0.250000:1:b"]}
+    with pytest.raises(BadRequestError):
+        parse_infer_request(_body("UINT8", [1, 1], [1], outputs=[{"name": "p", "parameters": {"classification": 0}}]),
+                            None, _spec("uint8", [-1, 1]))

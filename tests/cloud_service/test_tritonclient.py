@@ -224,3 +224,23 @@ def test_raw_protocol_edges(service: Running, images: dict[str, np.ndarray]) -> 
     odd = httpx.post(f"{service.url}/v2/models/{MODEL}/infer", content=b"{}", timeout=60,
                      headers={**AUTH, "Content-Encoding": "br"})
     assert odd.status_code == 415 and isinstance(odd.json()["error"], str)
+
+
+def test_classification_extension(service: Running, local: edge_runtime.Model, images: dict[str, np.ndarray],
+                                  imagenet_labels: list[str]) -> None:
+    """``InferRequestedOutput(..., class_count=k)``: the top k as Triton writes them,
+    "<value>:<index>:<label>", in JSON or binary BYTES."""
+    out_name = local.manifest.outputs[0].name
+    with th.InferenceServerClient(_host(service), network_timeout=120) as client:
+        for name, x in images.items():
+            raw = local.infer([x])[0][0]
+            for binary in (False, True):
+                res = client.infer(MODEL, _inputs(x, True), headers=auth(),
+                                   outputs=[th.InferRequestedOutput(out_name, binary_data=binary, class_count=3)])
+                got = res.as_numpy(out_name)
+                assert got.shape == (1, 3) and res.get_output(out_name)["datatype"] == "BYTES"
+                top = [(e.decode() if isinstance(e, bytes) else e).split(":", 2) for e in got[0]]
+                assert top[0][2] == MOBILENET_TOP1[name]
+                for value, index, label in top:
+                    assert int(value) == raw[int(index)] and label == imagenet_labels[int(index)]
+                assert [int(v) for v, _, _ in top] == sorted(raw.tolist(), reverse=True)[:3]

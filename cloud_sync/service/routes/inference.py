@@ -117,7 +117,7 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
         out_specs = list(lm.model.manifest.outputs)
         check_outputs(req.outputs, out_specs)
         outs = await run_items(lm, req.tensors, req.batch)
-        content, headers = encode_response(lm.name, lm.version, req, outs, out_specs)
+        content, headers = encode_response(lm.name, lm.version, req, outs, out_specs, lm.model.labels)
     except Exception as exc:
         svc.metrics.inference_errors.inc(model=lm.name, code=_error_code(exc))
         raise
