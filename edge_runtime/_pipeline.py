@@ -123,24 +123,30 @@ class _SinkWriter:
 
     def __init__(self, sinks: Sequence[Sink], maxsize: int = 256) -> None:
         self._sinks = list(sinks)
-        self._q: queue.Queue[Record | None] = queue.Queue(maxsize=maxsize)
+        self._q: queue.Queue[Record | list[Record] | None] = queue.Queue(maxsize=maxsize)
         self._t = threading.Thread(target=self._loop, name="sinks", daemon=True)
         self._t.start()
 
     def put(self, rec: Record) -> None:
         self._q.put(rec)
 
+    def put_many(self, recs: list[Record]) -> None:
+        """Several records in one hand-over (rows: one queue operation per batch, not per row)."""
+        if recs:
+            self._q.put(recs)
+
     def _loop(self) -> None:
         while True:
-            rec = self._q.get()
-            if rec is None:
+            item = self._q.get()
+            if item is None:
                 return
-            for s in list(self._sinks):
-                try:
-                    s.write(rec)
-                except (SinkError, OSError, ValueError) as exc:
-                    log.error("sink %s failed and is disabled: %s", type(s).__name__, exc)
-                    self._sinks.remove(s)
+            for rec in item if isinstance(item, list) else (item,):
+                for s in list(self._sinks):
+                    try:
+                        s.write(rec)
+                    except (SinkError, OSError, ValueError) as exc:
+                        log.error("sink %s failed and is disabled: %s", type(s).__name__, exc)
+                        self._sinks.remove(s)
 
     def close(self) -> None:
         self._q.put(None)
@@ -297,7 +303,19 @@ class Pipeline:
     def _run_files(self, writer: _SinkWriter) -> None:
         if (isinstance(self.source, TabularSource) and self.predictor is None and self.on_frame is None
                 and self._model.image_preprocessor is None):
-            self._run_rows(writer)
+            # Rows cost Python work between two model calls; a second intra-op thread only spins
+            # (onnxruntime) against it: measured 1.66 s against 1.07 s of CPU for 20,000 rows of a
+            # logistic regression. One thread unless the caller fixed them (a forest may want more).
+            first = self._model
+            settings, restore = first.settings, first.backend.threads
+            one = settings is not None and not settings.threads_fixed and (restore or 2) > 1
+            if one:
+                first.set_threads(1)
+            try:
+                self._run_rows(writer)
+            finally:
+                if one and restore is not None:
+                    first.set_threads(restore)
             return
         split_model, restore = self._model, self._model.backend.threads
         threads = self._inference_threads()
@@ -425,6 +443,7 @@ class Pipeline:
         t2 = time.perf_counter()
         share_pre = (t1 - t0) * 1000 / len(chunk)
         share_inf = (t2 - t1) * 1000 / max(1, len(good))
+        recs: list[Record] = []
         for i, frame in enumerate(chunk):
             if i in errors or i not in outs:
                 rec = error_record(model, frame, errors.get(i, "row could not be inferred"))
@@ -446,7 +465,8 @@ class Pipeline:
                     self.stats.latencies_ms.append(pred.latency_ms["total"])
             if self.on_record is not None:
                 self.on_record(rec)
-            writer.put(rec)
+            recs.append(rec)
+        writer.put_many(recs)
 
     def _collect(self, frame: Frame, model: Model, fut: Future[Any]) -> _Prepared:
         try:
