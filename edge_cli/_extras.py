@@ -67,10 +67,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("run", {"paho": "paho-mqtt"}, "device", option="mqtt_url", flag="--mqtt"),
     Requirement("run", {"cv2": "opencv-python-headless"}, "camera", option="source", flag="--source {value}",
                 when=_needs_opencv),
-    Requirement("run", {"onnxruntime": "onnxruntime"}, "onnx", option="backend", flag="--backend onnxruntime",
-                when=lambda v: v == "onnxruntime"),
-    Requirement("run", {"cv2": "opencv-python-headless"}, "camera", option="backend", flag="--backend opencv-dnn",
-                when=lambda v: v == "opencv-dnn"),
+    Requirement("worker", {"pika": "pika"}, "worker"),
     Requirement("cloud serve", {"fastapi": "fastapi", "uvicorn": "uvicorn", "sqlalchemy": "sqlalchemy",
                                 "pydantic_settings": "pydantic-settings"}, "cloud"),
     Requirement("cloud ingest", {"paho": "paho-mqtt", "sqlalchemy": "sqlalchemy"}, "cloud"),
@@ -97,8 +94,29 @@ def module_missing(name: str) -> bool:
         return True
 
 
+def _missing_backend(command: str, params: Mapping[str, Any]) -> MissingExtraError | None:
+    """``--backend NAME``: what it needs comes from the runtime's backend registry, the one list of
+    backends, their libraries and their extras (imported only here, when such a command runs)."""
+    name = params.get("backend")
+    if command not in BACKEND_COMMANDS or not isinstance(name, str):
+        return None
+    from edge_runtime.backends import BACKENDS
+
+    cls = BACKENDS.get(name)
+    if cls is None or cls.available():
+        return None
+    return MissingExtraError(f"edge {command} --backend {name} needs {' or '.join(cls.modules)}: {cls.install_hint}")
+
+
+#: commands whose --backend option names a backend of the registry
+BACKEND_COMMANDS = ("run", "bench")
+
+
 def missing_for(command: str, params: Mapping[str, Any]) -> MissingExtraError | None:
     """The error for the first requirement of ``command`` that is not met, or None."""
+    backend_error = _missing_backend(command, params)
+    if backend_error is not None:
+        return backend_error
     for req in REQUIREMENTS:
         if req.command != command or not req.applies(params):
             continue
@@ -113,7 +131,7 @@ def guard_command(cmd: click.Command, command: str) -> click.Command:
     """Make ``cmd`` check the table before its body runs (once per command object)."""
     if cmd.callback is None or getattr(cmd, "_extras_guarded", False):
         return cmd
-    if not any(r.command == command for r in REQUIREMENTS):
+    if not any(r.command == command for r in REQUIREMENTS) and command not in BACKEND_COMMANDS:
         return cmd
     body = cmd.callback
 

@@ -111,3 +111,14 @@ def test_click_errors_print_lowercase_error() -> None:
     result = CliRunner().invoke(failing, [])
     assert result.exit_code == 1
     assert result.output.strip() == "error: it broke"
+
+
+@pytest.mark.parametrize(("backend", "blocked", "extra"), [("onnxruntime", "onnxruntime", "onnx"),
+                                                           ("opencv-dnn", "cv2", "camera"),
+                                                           ("litert", "ai_edge_litert,tflite_runtime,tensorflow",
+                                                            "tflite")])
+def test_a_named_backend_without_its_library_says_what_the_registry_says(mobilenet_bundle: Path, backend: str,
+                                                                         blocked: str, extra: str) -> None:
+    # The message comes from the backend registry (its modules and install hint), not from a copy here.
+    proc = edge_without(blocked, "run", str(mobilenet_bundle), "--source", "x.png", "--backend", backend)
+    assert_one_error_line(proc, f"edge run --backend {backend} needs", f"pip install 'edge-runtime[{extra}]'")
