@@ -8,7 +8,7 @@ whose load changes during the benchmark treats them alike. One Ray session serve
 (its start-up is not measured); each run's clock includes creating its actors and loading the
 model in each, as `edge batch` pays them. Prints a table, then one JSON object. Example:
 
-    python scripts/bench_batch.py --n 200 --rounds 2
+    python scripts/bench_batch.py --n 200 --rounds 2 --writes 20000
 """
 
 from __future__ import annotations
@@ -61,12 +61,53 @@ def one_run(bundle: Path, inputs: Path, tmp: Path, engine: str, workers: int, ba
             "images_per_s": round(s.inputs / dt, 2)}
 
 
+def write_rates(n: int, tmp: Path) -> dict[str, float]:
+    """Rows/s of the write path alone (256-row transactions, like run_batch's flushes) into SQLite,
+    PostgreSQL (a throwaway server started here) and Parquet parts: the driver's ceiling."""
+    from cloud_sync.batch import Row, open_output
+    from tests.support.servers import Postgres
+
+    record = {"ts": "2026-12-01T12:00:00.000Z", "source": "", "frame": 0,
+              "top_k": [{"label": f"label {i}", "score": 0.1} for i in range(5)],
+              "latency_ms": {"preprocess": 1.0, "inference": 20.0, "postprocess": 0.1, "total": 21.1},
+              "model": {"name": "mobilenet_v2", "version": 1}, "backend": "litert", "path": "local"}
+
+    def rows(tag: str) -> list[Row]:
+        out: list[Row] = []
+        for i in range(n):
+            key = f"s3://bucket/{tag}/{i:09d}.jpg"
+            out.append({"source_key": key, "model_name": "mobilenet_v2", "model_version": 1,
+                        "ts": record["ts"], "backend": "litert", "top_label": "label 0", "top_score": 0.1,
+                        "detections": None, "values": None, "latency_ms": 21.1, "error": None,
+                        "record": json.dumps({**record, "source": key, "frame": i})})
+        return out
+
+    pg = Postgres().start()
+    rates = {}
+    try:
+        for name, target in (("sqlite", f"sqlite:///{tmp / 'w.db'}"), ("postgresql", pg.new_database()),
+                             ("parquet", str(tmp / "wparts") + "/")):
+            out = open_output(target)
+            data = rows(name)
+            t0 = time.perf_counter()
+            for i in range(0, n, 256):
+                out.write(data[i:i + 256])
+            out.close()
+            rates[name] = round(n / (time.perf_counter() - t0), 1)
+            print(f"  writes: {name:10s} {rates[name]:10.1f} rows/s", file=sys.stderr)
+    finally:
+        pg.stop()
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="images per run (default 2000)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--object-store-mb", type=int, default=200)
+    ap.add_argument("--writes", type=int, default=0,
+                    help="also time the write path alone with this many synthetic rows (SQLite, PostgreSQL, Parquet)")
     args = ap.parse_args()
 
     import ray
@@ -80,6 +121,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False,
                  object_store_memory=args.object_store_mb * 1024 * 1024, log_to_driver=False, logging_level="ERROR")
         runs: list[dict[str, Any]] = []
+        writes = write_rates(args.writes, tmp) if args.writes else {}
         try:
             for r in range(args.rounds):
                 order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
@@ -102,10 +144,12 @@ def main() -> None:
     for name, v in (("local x1", local), ("ray x1", ray1), ("ray x2", ray2)):
         print(f"{name:<14}{v:>20.2f}")
     print("ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    for name, v in writes.items():
+        print(f"write path, {name}: {v:.1f} rows/s")
     print(json.dumps({"n": args.n, "rounds": args.rounds, "batch_size": args.batch_size,
                       "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                       "median_images_per_s": {"local_x1": local, "ray_x1": ray1, "ray_x2": ray2},
-                      "ratios": ratios, "runs": runs}, indent=2))
+                      "ratios": ratios, "write_rows_per_s": writes, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -26,15 +26,15 @@ __all__ = ["SqlOutput"]
 
 log = logging.getLogger(__name__)
 _JSON_COLUMNS = ("detections", "values", "record")
-# SQLite allows 32766 bound parameters per statement (3.32+); 12 columns a row.
-_ROWS_PER_STATEMENT = 500
 
 
 class SqlOutput:
     def __init__(self, url: str) -> None:
         self.engine: Engine = make_engine(url)
         self.description = self.engine.url.render_as_string(hide_password=True)
-        self._dialect = self.engine.dialect.name
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = (insert(batch_predictions).on_conflict_do_nothing()
+                        .returning(batch_predictions.c.source_key))
 
     def done_keys(self, model_name: str, model_version: int) -> set[str]:
         t = batch_predictions
@@ -49,16 +49,13 @@ class SqlOutput:
         if not rows:
             return 0
         values = [_to_sql(r) for r in rows]
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        added = 0
         try:
             with self.engine.begin() as conn:
-                for i in range(0, len(values), _ROWS_PER_STATEMENT):
-                    chunk = values[i:i + _ROWS_PER_STATEMENT]
-                    stmt = (insert(batch_predictions).values(chunk).on_conflict_do_nothing()
-                            .returning(batch_predictions.c.source_key))
-                    # RETURNING gives the rows really inserted (psycopg's rowcount is -1 here)
-                    added += len(conn.execute(stmt).all())
+                # One statement, compiled once and cached, run as an executemany: SQLAlchemy's
+                # "insertmanyvalues" batches it into multi-row INSERTs (a .values(list) statement
+                # would be compiled anew for every write, which cost more than the database).
+                # RETURNING gives the rows really inserted (psycopg's rowcount is -1 here).
+                added = len(conn.execute(self._insert, values).all())
         except SQLAlchemyError as exc:
             raise BatchError(f"{self.description}: cannot write {len(rows)} row(s): {_first(exc)}") from exc
         return added

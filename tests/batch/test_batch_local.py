@@ -325,3 +325,26 @@ def test_every_worker_verifies_the_bundle_it_loads(mobilenet_bundle: Path, keys:
     ok.close()
     with pytest.raises(EdgeError, match="not signed|signature"):
         BatchPredictor(PredictorSpec(bundle=str(mobilenet_bundle), pubkeys_pem=(keys.public.read_bytes(),)))
+
+
+def _synthetic_rows(keys: list[str]) -> list[Any]:
+    return [{"source_key": k, "model_name": "m", "model_version": 1, "ts": "2026-12-01T12:00:00.000Z",
+             "backend": "litert", "top_label": "l", "top_score": 0.5, "detections": None, "values": None,
+             "latency_ms": 1.0, "error": None, "record": json.dumps({"source": k})} for k in keys]
+
+
+def test_outputs_store_each_key_once_and_count_what_was_new(tmp_path: Path, postgres: Callable[[], str]) -> None:
+    """The output contract under the driver: a write of keys partly there stores only the new
+    ones (two jobs racing, a resumed job) and says how many; done_keys is what is there."""
+    from cloud_sync.batch import open_output
+
+    for target in (f"sqlite:///{tmp_path / 'a.db'}", postgres(), str(tmp_path / "parts") + "/",
+                   str(tmp_path / "one.parquet")):
+        out = open_output(target)
+        assert out.write(_synthetic_rows(["a", "b", "c"])) == 3
+        assert out.write(_synthetic_rows(["b", "c", "d", "e"])) == 2
+        assert out.write(_synthetic_rows([f"k{i}" for i in range(1200)] + ["a"])) == 1200
+        assert out.done_keys("m", 1) == {"a", "b", "c", "d", "e", *(f"k{i}" for i in range(1200))}
+        assert out.done_keys("m", 2) == set()
+        out.close()
+        assert row_count(target) == 1205, target
