@@ -223,12 +223,12 @@ class Model:
         return [self._row(x)]
 
     def _row(self, x: Any) -> np.ndarray:
-        spec = self.manifest.inputs[0]
         try:
             arr = np.asarray(x, dtype=self._row_dtype)
         except (TypeError, ValueError) as exc:
             raise InputError(f"row cannot be read as numbers: {exc}") from exc
         if arr.ndim == 0 or (self._row_size is not None and arr.size != self._row_size):
+            spec = self.manifest.inputs[0]
             raise InputError(f"row has {arr.size} value(s); input {spec.name!r} takes shape {spec.shape}")
         if self._row_q is not None:
             # An int8/uint8 model takes quantized values: real = scale * (q - zero_point).
@@ -318,7 +318,7 @@ class Model:
 
     def predict(self, x: Any) -> Prediction:
         t0 = time.perf_counter()
-        tensors = self.preprocess(x)
+        tensors = [self._pre(x)] if self._pre is not None else [self._row(x)]
         t1 = time.perf_counter()
         outs = self.infer(tensors)
         t2 = time.perf_counter()

@@ -268,6 +268,27 @@ def row_cpu(bundle: Path, csv: Path) -> float:
     return cpu_per(lambda r: sess.run(None, {"input": r[None]}), list(rows)) * 1000
 
 
+def single_row(bundle: Path, csv: Path, rounds: int = 7, n: int = 2000) -> dict[str, float]:
+    """One row at a time, interleaved rounds, CPU time: `Model.predict` (row check, onnxruntime,
+    top-k with labels, latency split) against `InferenceSession.run` as a user calls it."""
+    import onnxruntime as ort
+
+    from edge_runtime import Model
+
+    rows = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)[:n]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    m = Model.load(bundle, threads=1)
+    raw, ours = [], []
+    for _ in range(rounds):
+        raw.append(cpu_per(lambda r: sess.run(None, {name: r[None]}), list(rows), rounds=1))
+        ours.append(cpu_per(m.predict, list(rows), rounds=1))
+    r, o = float(np.median(raw)) * 1e6, float(np.median(ours)) * 1e6
+    return {"raw_onnxruntime_us": round(r, 2), "model_predict_us": round(o, 2), "speed_ratio": round(r / o, 3)}
+
+
 # -- the benchmark --------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,6 +341,7 @@ def main() -> None:
             per_item = max(dec, inf)
             stage[kind] = {"decode_preprocess_cpu_ms": round(dec, 3), "inference_cpu_ms": round(inf, 4),
                            "bound_s": round(startup + n * per_item / 1000, 3)}
+        one_row = single_row(*sources["rows"][:2]) if "rows" in sources else None
 
         variants: list[tuple[str, int | None]] = [("naive-1t", 1), ("naive-2t", 2), ("edge-run", None)]
         runs: dict[str, dict[str, list[dict[str, float]]]] = {k: {v: [] for v, _ in variants} for k in sources}
@@ -368,7 +390,11 @@ def main() -> None:
         print(f"| {kind} | {r['items']} | {cell['naive-1t']} | {cell['naive-2t']} | {cell['edge-run']} | "
               f"**{r['speedup_vs_best_naive']:.2f}x** | {r['bound_s']:.2f} s | {r['edge_run_over_bound']:.2f} "
               f"| {inf} |")
-    print(json.dumps({"results": results, "raw_inference_1t": inf1, "raw_inference_2t": inf2,
+    if one_row is not None:
+        print(f"\none row at a time (CPU per row, 1 thread): Model.predict {one_row['model_predict_us']:.1f} us, "
+              f"raw InferenceSession.run {one_row['raw_onnxruntime_us']:.1f} us: "
+              f"{one_row['speed_ratio']:.2f}x of raw's speed")
+    print(json.dumps({"results": results, "single_row": one_row, "raw_inference_1t": inf1, "raw_inference_2t": inf2,
                       "edge_run_startup_s": round(startup, 3), "reps": args.reps, "cpu_count": os.cpu_count(),
                       "loadavg": os.getloadavg()}))
 

@@ -96,7 +96,8 @@ class OnnxRuntimeBackend(Backend):
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._in_names):
             raise InputError(f"model takes {len(self._in_names)} input(s), got {len(inputs)}")
-        feed = dict(zip(self._in_names, inputs, strict=True))
+        names = self._in_names
+        feed = {names[0]: inputs[0]} if len(names) == 1 else dict(zip(names, inputs, strict=True))
         try:
             if self._run is not None:
                 return list(self._run(self._out_names, feed, None))
