@@ -7,6 +7,12 @@
 - Sinks run on their own thread behind a bounded queue, so a slow disk never stalls inference
   for long, and a full queue applies back-pressure rather than growing without bound.
 - The model can be swapped between two frames (``swap_model``): the update path of the agent.
+- Cores are split, not over-subscribed: over many image files or a video, when nobody fixed the
+  inference threads, half the cores decode (worker processes for files, threads for video) and the
+  rest infer (``_inference_threads``). JPEGs are decoded at reduced size and large video frames
+  shrunk by an integer factor first when the model input is small (not for detection).
+- Tabular rows from a file are inferred in batches when the model takes one; each record is the
+  same whatever batch its row fell in.
 """
 
 from __future__ import annotations
