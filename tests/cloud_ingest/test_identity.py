@@ -5,6 +5,7 @@ of its own in a password file; revoking a device in the registry reaches the bro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -166,6 +167,14 @@ def test_revocation_reaches_the_broker_and_the_ingester(public_dir: Path, make_i
                 c.close()
                 return bool(c.connack.is_failure)
             wait_for(refused, 20, "the broker to refuse the revoked device")
+            # R1's connection from before the reload is no longer allowed to publish (the ACL): its
+            # message never reaches the ingester, while R2's marker behind it does
+            info = r1.client.publish("edge/R1/telemetry", message("R1", 3, [frame(4)]), qos=1)
+            with contextlib.suppress(RuntimeError, ValueError):  # disconnected by the reload: fine too
+                info.wait_for_publish(5)
+            r2.publish("edge/R2/telemetry", message("R2", 2, [frame(5)]))
+            wait_for(lambda: cloud_frames(ing.engine, "R2") == [3, 5], 20, "R2's marker")
+            assert len(rejects()) == 1 and cloud_frames(ing.engine, "R1") == [1]
             r2b = RawClient(port, "edge-R2-b", username="R2", password=pw["R2"])  # R2 keeps its password
             clients.append(r2b)
             assert not r2b.connack.is_failure
