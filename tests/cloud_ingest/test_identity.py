@@ -41,8 +41,7 @@ def public_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="edge-identity-"))
     os.chmod(d, 0o755)
     yield d
-    if not os.environ.get("KEEP_IDENTITY_DIRS"):
-        shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 class Watched(RawClient):
