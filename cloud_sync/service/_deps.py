@@ -50,7 +50,8 @@ class Service:
 
     def __post_init__(self) -> None:
         self.samples = SampleStore(self.engine, self.store, max_per_device=self.settings.samples_max_per_device,
-                                   max_bytes_per_device=self.settings.samples_max_bytes_per_device)
+                                   max_bytes_per_device=self.settings.samples_max_bytes_per_device,
+                                   max_per_minute=self.settings.samples_max_per_minute)
 
     @classmethod
     def build(cls, settings: ServiceSettings) -> Service:

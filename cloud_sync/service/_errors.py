@@ -22,6 +22,7 @@ __all__ = [
     "RangeNotSatisfiableError",
     "ServiceError",
     "StorageError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnprocessableError",
     "UnsupportedMediaTypeError",
@@ -93,6 +94,13 @@ class UnprocessableError(ServiceError):
 
     status = 422
     default_code = "unprocessable"
+
+
+class TooManyRequestsError(ServiceError):
+    """The caller is over a rate limit; the message says when to try again."""
+
+    status = 429
+    default_code = "rate_limited"
 
 
 class StorageError(ServiceError):

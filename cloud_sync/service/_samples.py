@@ -20,13 +20,14 @@ import json
 import logging
 import math
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from PIL import Image
 from pydantic import BaseModel
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
@@ -37,6 +38,7 @@ from ._errors import (
     NotFoundError,
     PayloadTooLargeError,
     StorageError,
+    TooManyRequestsError,
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
@@ -140,11 +142,12 @@ class SampleStore:
     """Rows in ``fleet_samples``, images in the service's object store."""
 
     def __init__(self, engine: Engine, store: BlobStore, *, max_per_device: int = 1000,
-                 max_bytes_per_device: int = 256 * 1024**2) -> None:
+                 max_bytes_per_device: int = 256 * 1024**2, max_per_minute: int = 60) -> None:
         self.engine = engine
         self.store = store
         self.max_per_device = max_per_device
         self.max_bytes_per_device = max_bytes_per_device
+        self.max_per_minute = max_per_minute
 
     def add(self, device_id: str, data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Store a sample; a device's oldest samples are dropped to keep it within its quota
@@ -158,6 +161,7 @@ class SampleStore:
         existing = self._find(device_id, digest)
         if existing is not None:
             return _row(existing, duplicate=True), False
+        self._check_rate(device_id)
         key = f"samples/{device_id}/{digest}{suffix}"
         with tempfile.TemporaryDirectory(prefix="edge-sample-") as tmp:
             path = Path(tmp) / f"sample{suffix}"
@@ -179,6 +183,20 @@ class SampleStore:
         log.info("sample %s from %s (%d bytes)", row.id, device_id, len(data))
         self._retain(device_id, keep=row.id)
         return _row(row), True
+
+    def _check_rate(self, device_id: str) -> None:
+        """429 when the device stored ``max_per_minute`` samples in the last minute (counted in the
+        database, so the bound holds across replicas)."""
+        since = utcnow() - timedelta(minutes=1)
+        try:
+            with self.engine.connect() as conn:
+                recent = conn.execute(select(func.count()).select_from(samples).where(
+                    samples.c.device_id == device_id, samples.c.received_at > since)).scalar() or 0
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc.__class__.__name__}") from exc
+        if recent >= self.max_per_minute:
+            raise TooManyRequestsError(f"device {device_id!r} sent {recent} samples in the last minute; the limit is "
+                                       f"{self.max_per_minute} a minute: try again in a minute")
 
     def _retain(self, device_id: str, keep: int) -> None:
         """Drop the device's oldest samples past its quota (never ``keep``, the one just stored).

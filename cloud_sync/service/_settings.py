@@ -69,6 +69,8 @@ class ServiceSettings(BaseSettings):
     #: bound, the device's oldest samples are dropped (retention) to make room
     samples_max_per_device: int = Field(default=1000, ge=1)
     samples_max_bytes_per_device: int = Field(default=256 * 1024**2, ge=1024)
+    #: per device: new samples accepted per minute; more is a 429 (a resend of a stored one is not new)
+    samples_max_per_minute: int = Field(default=60, ge=1)
 
     # -- inference -------------------------------------------------------------------------
     #: gather concurrent requests into one backend call (models with a dynamic batch dimension;

@@ -1,6 +1,7 @@
 """Per-device samples quota (EDGE_CLOUD_SAMPLES_MAX_PER_DEVICE, _MAX_BYTES_PER_DEVICE) with
 retention: a new sample past either bound drops the device's oldest samples (rows and images);
-one image larger than the whole byte quota is a 413 that changes nothing; devices do not share."""
+one image larger than the whole byte quota is a 413 that changes nothing; devices do not share.
+A rate limit (EDGE_CLOUD_SAMPLES_MAX_PER_MINUTE): past it a 429 that stores nothing."""
 
 from __future__ import annotations
 
@@ -91,3 +92,23 @@ def test_byte_quota_drops_the_oldest_and_refuses_one_larger_than_all(service: Ru
     assert r.status_code == 413, r.text
     assert r.json()["error"]["code"] == "sample_quota" and str(MAX_BYTES) in r.json()["error"]["message"]
     assert [s["id"] for s in _kept(service.url, "quota-bytes")] == before  # nothing changed
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_rate_limit_is_a_429_that_stores_nothing(tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
+    url = request.getfixturevalue("postgres")() if db == "postgresql" else None
+    settings = ServiceSettings(data_dir=tmp_path, database_url=url, admin_token=ADMIN_TOKEN, samples_max_per_minute=2)
+    with run_service(settings) as svc:
+        auth = _device(svc.url, "rate-1")
+        other = _device(svc.url, "rate-2")
+        first = _png(8, 1, noise=False)
+        assert _send(svc.url, auth, first).status_code == 201
+        assert _send(svc.url, auth, _png(8, 2, noise=False)).status_code == 201
+        r = _send(svc.url, auth, _png(8, 3, noise=False))
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "rate_limited" and "a minute" in r.json()["error"]["message"]
+        assert len(_kept(svc.url, "rate-1")) == 2
+        # a resend of a stored sample is still answered (not new), and other devices are not limited
+        again = _send(svc.url, auth, first)
+        assert again.status_code == 200 and again.json()["duplicate"] is True
+        assert _send(svc.url, other, _png(8, 3, noise=False)).status_code == 201

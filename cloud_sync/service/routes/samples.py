@@ -30,11 +30,15 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 
 @router.post("/api/v1/device/samples", status_code=201, tags=TAG, response_model=SampleOut,
              responses={**ERRORS, 200: {"model": SampleOut, "description": "already stored (a resend)"},
-                        413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody}},
+                        413: {"model": S.ErrorBody}, 415: {"model": S.ErrorBody},
+                        429: {"model": S.ErrorBody, "description": "over the device's samples per minute"}},
              openapi_extra=_UPLOAD_BODY)
 async def upload_sample(request: Request, me: Device) -> Any:
     """Store an image the device was unsure about, with what it knew (multipart: `image`,
-    `metadata`). 201 for a new sample, 200 with `duplicate: true` for bytes already stored."""
+    `metadata`). 201 for a new sample, 200 with `duplicate: true` for bytes already stored.
+    Each device keeps at most `samples_max_per_device` samples and `samples_max_bytes_per_device`
+    bytes (its oldest are dropped to make room) and stores at most `samples_max_per_minute` new
+    samples a minute (429 past that)."""
     assert me.device_id is not None
     svc = get_service(request)
     if content_type(request) != "multipart/form-data":
