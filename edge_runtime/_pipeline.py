@@ -127,36 +127,50 @@ class _SinkWriter:
     """Writes records on a thread of its own; a sink that raises is logged and dropped from the
     set, the others keep receiving."""
 
-    def __init__(self, sinks: Sequence[Sink], maxsize: int = 256) -> None:
+    def __init__(self, sinks: Sequence[Sink], maxsize: int = 256, *, inline: bool = False) -> None:
         self._sinks = list(sinks)
         self._q: queue.Queue[Record | list[Record] | None] = queue.Queue(maxsize=maxsize)
-        self._t = threading.Thread(target=self._loop, name="sinks", daemon=True)
-        self._t.start()
+        #: ``inline``: written on the caller's thread (one frame: nothing to overlap with, and a
+        #: thread hand-over costs a scheduler wake-up, milliseconds on a busy machine)
+        self._t: threading.Thread | None = None
+        if not inline:
+            self._t = threading.Thread(target=self._loop, name="sinks", daemon=True)
+            self._t.start()
 
     def put(self, rec: Record) -> None:
-        self._q.put(rec)
+        if self._t is None:
+            self._write(rec)
+        else:
+            self._q.put(rec)
 
     def put_many(self, recs: list[Record]) -> None:
         """Several records in one hand-over (rows: one queue operation per batch, not per row)."""
         if recs:
-            self._q.put(recs)
+            if self._t is None:
+                self._write(recs)
+            else:
+                self._q.put(recs)
 
     def _loop(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
                 return
-            for rec in item if isinstance(item, list) else (item,):
-                for s in list(self._sinks):
-                    try:
-                        s.write(rec)
-                    except (SinkError, OSError, ValueError) as exc:
-                        log.error("sink %s failed and is disabled: %s", type(s).__name__, exc)
-                        self._sinks.remove(s)
+            self._write(item)
+
+    def _write(self, item: Record | list[Record]) -> None:
+        for rec in item if isinstance(item, list) else (item,):
+            for s in list(self._sinks):
+                try:
+                    s.write(rec)
+                except (SinkError, OSError, ValueError) as exc:
+                    log.error("sink %s failed and is disabled: %s", type(s).__name__, exc)
+                    self._sinks.remove(s)
 
     def close(self) -> None:
-        self._q.put(None)
-        self._t.join()
+        if self._t is not None:
+            self._q.put(None)
+            self._t.join()
         for s in self._sinks:
             try:
                 s.close()
@@ -224,7 +238,7 @@ class Pipeline:
         return None
 
     def run(self) -> PipelineStats:
-        writer = _SinkWriter(self.sinks)
+        writer = _SinkWriter(self.sinks, inline=self._single_file())
         self.stats = PipelineStats()
         try:
             if self.source.live:
@@ -334,13 +348,24 @@ class Pipeline:
             if threads is not None and restore is not None:
                 split_model.set_threads(restore)
 
+    def _single_file(self) -> bool:
+        """One image file to run (``edge run --source cat.jpg``): decoded, inferred and written on
+        this thread, with no pool or sink thread to start, feed and join for it."""
+        if not isinstance(self.source, ImageFilesSource) or self.on_frame is not None:
+            return False
+        n = len(self.source)
+        return (min(n, self.limit) if self.limit is not None else n) <= 1
+
     def _run_files_with(self, writer: _SinkWriter, spare: int) -> None:
         pool: Executor
-        procs = self._use_processes()
+        single = self._single_file()
+        procs = not single and self._use_processes()
         # as many decode workers as inference leaves cores for, unless the caller chose
         workers = self.workers if self._workers_given or spare < 1 else max(1, min(self.workers, spare))
         prefetch = self.prefetch if self._prefetch_given else max(4, workers * 2)
-        if procs:
+        if single:
+            pool = _InlineExecutor()
+        elif procs:
             m = self._model
             n = max(1, min(workers, (os.cpu_count() or 2) - 1))
             # fork, as PyTorch's DataLoader does on Linux: the worker needs no re-import of the
@@ -545,6 +570,18 @@ class Pipeline:
             "total": round(prep.preprocess_ms + (t2 - t0) * 1000, 3),
         }
         return make_record(model, frame, pred)
+
+
+class _InlineExecutor(Executor):
+    """Runs each call at ``submit``, on the caller's thread (see ``Pipeline._single_file``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - raised to the caller by fut.result(), as from a pool
+            fut.set_exception(exc)
+        return fut
 
 
 def _takes_batches(model: Model) -> bool:

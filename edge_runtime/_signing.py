@@ -6,7 +6,6 @@ that sign or verify, not by this module: a device running an unsigned bundle nev
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +121,8 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """A short stable name for a public key: the first 16 hex digits of sha256 of its raw bytes."""
+    import hashlib
+
     from cryptography.hazmat.primitives import serialization
 
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
