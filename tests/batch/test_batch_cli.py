@@ -20,62 +20,11 @@ from typing import Any
 import pytest
 
 from edge_runtime import load_private_key, sign_bundle
-from tests.support.cli import run_cli
-from tests.support.data import IMAGES_DIR, MOBILENET_TOP1
+from tests.support.batch import make_images, read_rows
+from tests.support.cli import edge_without, run_cli
+from tests.support.data import MOBILENET_TOP1
 from tests.support.net import free_port, wait_for
 from tests.support.paths import env_with_project
-
-# -- helpers of this file (tests import helpers from tests.support only) --------------------------
-COLUMNS = ("source_key", "model_name", "model_version", "top_label", "top_score", "error", "record")
-
-
-def make_images(directory: Path, n: int, *, link: bool = False) -> list[Path]:
-    """``n`` copies of the reference images, named ``<image>-<i>.png`` so the label is known;
-    hard links with ``link`` (many inputs, little disk)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = sorted(MOBILENET_TOP1)
-    out = []
-    for i in range(n):
-        name = names[i % len(names)]
-        dst = directory / f"{Path(name).stem}-{i:04d}.png"
-        if link:
-            try:
-                os.link(IMAGES_DIR / name, dst)
-            except OSError:  # another filesystem
-                shutil.copyfile(IMAGES_DIR / name, dst)
-        else:
-            shutil.copyfile(IMAGES_DIR / name, dst)
-        out.append(dst)
-    return out
-
-
-def read_rows(output: str) -> list[dict[str, Any]]:
-    """Every row of an output, as dicts of ``COLUMNS`` (``record`` parsed), sorted by key."""
-    if "://" in output:
-        from sqlalchemy import create_engine, text
-
-        url = output.replace("postgresql://", "postgresql+psycopg://", 1)
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                result = conn.execute(text(f"SELECT {', '.join(COLUMNS)} FROM batch_predictions"))
-                rows = [dict(r._mapping) for r in result]
-        finally:
-            engine.dispose()
-        for r in rows:
-            if isinstance(r["record"], str):  # SQLite returns JSON as text through text()
-                r["record"] = json.loads(r["record"])
-    else:
-        import pyarrow.parquet as pq
-
-        path = Path(output)
-        files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
-        rows = []
-        for f in files:
-            rows.extend(pq.read_table(f, columns=list(COLUMNS)).to_pylist())
-        for r in rows:
-            r["record"] = json.loads(r["record"])
-    return sorted(rows, key=lambda r: (r["source_key"], r["model_name"], r["model_version"]))
 
 
 def _signed(bundle: Path, keys: Any, dst: Path) -> Path:
@@ -251,37 +200,16 @@ def test_kill_and_resume(kind: str, mobilenet_bundle: Path, tmp_path: Path, requ
     assert all(r["error"] is None for r in rows)
 
 
-# Makes every import of the listed top-level packages fail, like a machine without them.
-_BLOCKING_SHIM = """
-import importlib.abc, sys
-BLOCKED = set(sys.argv[1].split(","))
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, _Block())
-sys.argv = ["edge", *sys.argv[2:]]
-from edge_cli import main
-main()
-"""
-
-
-def _edge_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _BLOCKING_SHIM, blocked, *args], env=env_with_project(),
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_local_engine_needs_no_ray_and_ray_engine_says_what_to_install(mobilenet_bundle: Path,
                                                                       tmp_path: Path) -> None:
     make_images(tmp_path / "in", 2)
     db = f"sqlite:///{tmp_path / 'p.db'}"
     base = ["batch", str(mobilenet_bundle), "-s", str(tmp_path / "in"), "-o", db]
-    local = _edge_without("ray", *base, "--json")
+    local = edge_without("ray", *base, "--json")
     assert local.returncode == 0, local.stderr
     assert json.loads(local.stdout)["written"] == 2
 
-    ray = _edge_without("ray", *base, "--engine", "ray")
+    ray = edge_without("ray", *base, "--engine", "ray")
     lines = ray.stderr.strip().splitlines()
     assert ray.returncode == 1 and len(lines) == 1, ray.stderr
     assert lines[0] == "error: edge batch --engine ray needs ray[data]: pip install 'edge-runtime[batch]'"

@@ -4,7 +4,6 @@ session for the whole module (2 CPUs, 200 MB object store)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -15,67 +14,8 @@ import boto3
 import pytest
 
 from cloud_sync.batch import EngineOptions, run_batch
-from tests.support.data import IMAGES_DIR, MOBILENET_TOP1
-
-# -- helpers of this file (tests import helpers from tests.support only) --------------------------
-COLUMNS = ("source_key", "model_name", "model_version", "top_label", "top_score", "error", "record")
-
-
-def make_images(directory: Path, n: int, *, link: bool = False) -> list[Path]:
-    """``n`` copies of the reference images, named ``<image>-<i>.png`` so the label is known;
-    hard links with ``link`` (many inputs, little disk)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = sorted(MOBILENET_TOP1)
-    out = []
-    for i in range(n):
-        name = names[i % len(names)]
-        dst = directory / f"{Path(name).stem}-{i:04d}.png"
-        if link:
-            try:
-                os.link(IMAGES_DIR / name, dst)
-            except OSError:  # another filesystem
-                shutil.copyfile(IMAGES_DIR / name, dst)
-        else:
-            shutil.copyfile(IMAGES_DIR / name, dst)
-        out.append(dst)
-    return out
-
-
-def expected_label(key: str) -> str:
-    """The reference top-1 label of a copy made by ``make_images``."""
-    stem = key.rsplit("/", 1)[-1].rsplit("-", 1)[0]
-    return MOBILENET_TOP1[f"{stem}.png"]
-
-
-def read_rows(output: str) -> list[dict[str, Any]]:
-    """Every row of an output, as dicts of ``COLUMNS`` (``record`` parsed), sorted by key."""
-    if "://" in output:
-        from sqlalchemy import create_engine, text
-
-        url = output.replace("postgresql://", "postgresql+psycopg://", 1)
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                result = conn.execute(text(f"SELECT {', '.join(COLUMNS)} FROM batch_predictions"))
-                rows = [dict(r._mapping) for r in result]
-        finally:
-            engine.dispose()
-        for r in rows:
-            if isinstance(r["record"], str):  # SQLite returns JSON as text through text()
-                r["record"] = json.loads(r["record"])
-    else:
-        import pyarrow.parquet as pq
-
-        path = Path(output)
-        files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
-        rows = []
-        for f in files:
-            rows.extend(pq.read_table(f, columns=list(COLUMNS)).to_pylist())
-        for r in rows:
-            r["record"] = json.loads(r["record"])
-    return sorted(rows, key=lambda r: (r["source_key"], r["model_name"], r["model_version"]))
-
-_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+from tests.support.batch import S3_TEST_CREDENTIALS, expected_label, make_images, read_rows
+from tests.support.data import IMAGES_DIR
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +24,8 @@ def ray_session() -> Iterator[None]:
 
     # The actors are started by this session's raylet and inherit its environment: S3 credentials
     # for moto must be there before ray.init.
-    saved = {k: os.environ.get(k) for k in _AWS}
-    os.environ.update(_AWS)
+    saved = {k: os.environ.get(k) for k in S3_TEST_CREDENTIALS}
+    os.environ.update(S3_TEST_CREDENTIALS)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              log_to_driver=False, logging_level="WARNING")
     try:
@@ -167,7 +107,7 @@ def test_ray_resumes_a_partial_output(ray_session: None, mobilenet_bundle: Path,
 
 def test_ray_reads_s3_on_the_actors(ray_session: None, mobilenet_bundle: Path, s3_endpoint: str,
                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in _AWS.items():
+    for k, v in S3_TEST_CREDENTIALS.items():
         monkeypatch.setenv(k, v)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="ray-in")

@@ -15,29 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge_cli._extras import missing_for, module_missing
+from tests.support.cli import edge_without
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# Makes every import of the listed top-level packages fail, like a machine without them.
-_SHIM = """
-import importlib.abc, sys
-BLOCKED = set(sys.argv[1].split(","))
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, _Block())
-sys.argv = ["edge", *sys.argv[2:]]
-from edge_cli import main
-main()
-"""
-
-
-def edge_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _SHIM, blocked, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-
 
 def assert_one_error_line(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert proc.returncode == 1, (proc.returncode, proc.stderr)

@@ -1,10 +1,15 @@
-"""Running `edge` in-process for the deploy tests: exit code, stdout and stderr."""
+"""Running `edge` for the tests: in-process (exit code, stdout and stderr), or in a subprocess whose
+import system refuses some libraries, as a machine without their extra would."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
 from edge_cli import main
+from tests.support.paths import ROOT, env_with_project
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -15,3 +20,26 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# Makes every import of the listed top-level packages fail, like a machine without them.
+_BLOCKING_SHIM = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+sys.argv = ["edge", *sys.argv[2:]]
+from edge_cli import main
+main()
+"""
+
+
+def edge_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``edge *args`` in a subprocess where importing any of ``blocked`` (comma-separated top-level
+    packages) fails; nothing is uninstalled from the shared environment."""
+    return subprocess.run([sys.executable, "-c", _BLOCKING_SHIM, blocked, *args], cwd=ROOT,
+                          env=env_with_project(), capture_output=True, text=True, timeout=300)
