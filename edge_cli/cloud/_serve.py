@@ -66,7 +66,8 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
     if workers == 1:
         from cloud_sync.service import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        with _metrics_dir(create=False):  # one process: per-process metrics, unless the variable asks
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
         return
     # Several processes: each builds its own app from the same file and variables (inherited).
     if config is not None:
@@ -80,10 +81,10 @@ def serve_cmd(config: Path | None, host: str, port: int, workers: int, data_dir:
 
 
 @contextlib.contextmanager
-def _metrics_dir() -> Iterator[Path]:
+def _metrics_dir(create: bool = True) -> Iterator[Path | None]:
     """The workers' shared Prometheus directory (prometheus_client's multiprocess mode), set
     before they start so /metrics adds up every worker: the one PROMETHEUS_MULTIPROC_DIR names,
-    emptied of an earlier run's files, or else a fresh one, removed on the way out."""
+    emptied of an earlier run's files, or else (``create``) a fresh one, removed on the way out."""
     from cloud_sync.service import MULTIPROC_ENV, clean_multiprocess_dir
 
     given = os.environ.get(MULTIPROC_ENV)
@@ -91,6 +92,9 @@ def _metrics_dir() -> Iterator[Path]:
         path = Path(given)
         clean_multiprocess_dir(path)
         yield path
+        return
+    if not create:
+        yield None
         return
     path = Path(tempfile.mkdtemp(prefix="edge-cloud-metrics-"))
     os.environ[MULTIPROC_ENV] = str(path)

@@ -6,6 +6,7 @@ worker reports its process_* metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -37,9 +38,8 @@ c.labels("GET", "/v2/health/live", "200").inc(1000)
 """
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("metrics-workers")
+@contextlib.contextmanager
+def _serve(tmp: Path, keys: Keys, workers: int) -> Iterator[tuple[str, Path]]:
     prom = tmp / "prom"
     prom.mkdir()
     env = {**env_with_project(), "EDGE_CLOUD_ADMIN_TOKEN": ADMIN_TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(prom),
@@ -52,7 +52,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[tup
     cfg.write_text(f'data_dir = "{tmp / "data"}"\ntrusted_keys = ["{keys.public}"]\n')
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "edge_cli", "cloud", "serve", "--config", str(cfg),
-                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
+                             "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -64,12 +64,18 @@ def served(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[tup
             return False
 
     try:
-        wait_for(ready, 90, "edge cloud serve --workers 2")
+        wait_for(ready, 90, f"edge cloud serve --workers {workers}")
         yield url, prom
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[tuple[str, Path]]:
+    with _serve(tmp_path_factory.mktemp("metrics-workers"), keys, 2) as running:
+        yield running
 
 
 def _scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -162,3 +168,14 @@ def test_a_killed_worker_keeps_its_counts_and_leaves_the_live_series(served: tup
     assert after["edge_inference_items_total"] == before["edge_inference_items_total"]
     assert not list(prom.glob(f"gauge_livesum_{victim}.db"))
     assert list(prom.glob(f"counter_{victim}.db"))  # its counts are still read
+
+
+def test_one_worker_with_the_variable_set_starts_from_an_empty_directory(tmp_path: Path, keys: Keys) -> None:
+    with _serve(tmp_path, keys, 1) as (url, prom):
+        for _ in range(3):
+            assert httpx.get(url + "/v2/health/live").status_code == 200
+        # 3, not the earlier run's 1000 more
+        wait_for(lambda: _requests(_scrape(url), LIVE) == 3, 30, "three requests counted")
+        workers = {dict(k)["worker"] for k in _scrape(url)["process_cpu_seconds_total"]}
+        assert len(workers) == 1
+        assert {f.name.rsplit("_", 1)[1].removesuffix(".db") for f in prom.glob("counter_*.db")} == workers
