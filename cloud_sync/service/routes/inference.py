@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from edge_runtime import __version__
+from edge_runtime import InputError, __version__
 
 from .. import _schemas as S
 from .._deps import Anyone, get_service
@@ -130,7 +130,10 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
 
 
 def _error_code(exc: Exception) -> str:
-    return exc.code if isinstance(exc, ServiceError) else "runtime_error"
+    """The code the error handlers answer with (so metrics and answers name the same thing)."""
+    if isinstance(exc, ServiceError):
+        return exc.code
+    return "bad_input" if isinstance(exc, InputError) else "runtime_error"
 
 
 @router.post("/v2/models/{name}/infer", tags=TAG, response_model=S.InferResponseBody,
