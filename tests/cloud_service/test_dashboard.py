@@ -6,8 +6,6 @@ checks what the page shows and keeps a screenshot under test-artifacts/."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from cloud_sync.ingest import IngestConfig, Ingester
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from edge_device.telemetry import MqttConfig
+from tests.support.browser import headless_chromium
 from tests.support.data import MOBILENET_TOP1 as IMAGES
 from tests.support.keys import Keys
 from tests.support.paths import SHARED as DATA
@@ -124,33 +123,10 @@ def test_dashboard_api_aggregates_the_telemetry(fleet: Running) -> None:
     assert data["models"][0]["channels"] == {"stable": 1, "beta": 2}
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        p = shutil.which(name)
-        if p:
-            return p
-    raise RuntimeError("headless Chromium is not installed (apt-get install -y chromium chromium-driver)")
-
-
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="edge-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = _chromium()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1280,900", "--disable-dev-shm-usage"):
-        opts.add_argument(flag)
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_dashboard_page_shows_the_fleet(fleet: Running, browser: Any) -> None:
