@@ -252,7 +252,8 @@ class Agent:
                                           name=cfg.home_assistant.name, model_name=self.model.name,
                                           task=self.model.manifest.task,
                                           count_labels=cfg.home_assistant.count_labels)
-        client = CommandClient(self._mqtt_config(), cfg.device_id, on_update=self._on_notice, retained=retained)
+        client = CommandClient(self._mqtt_config(), cfg.device_id, on_update=self._on_notice, retained=retained,
+                               via=self.telemetry)
         client.start()
         return client
 

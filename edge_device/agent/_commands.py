@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,10 +50,26 @@ class UpdateNotice(BaseModel):
     schema_: int = Field(1, alias="schema")
 
 
+class Listener(Protocol):
+    """An MQTT connection the device already holds that can read one more topic and keep retained
+    messages published (edge_device.telemetry.Telemetry)."""
+
+    def listen(self, topic: str, handler: Callable[[str, bytes], None],
+               retained: Sequence[tuple[str, bytes]] = (), on_ready: Callable[[], None] | None = None) -> None: ...
+
+
 class CommandClient:
+    """Update notices on ``edge/D/cmd/update`` and Home Assistant discovery.
+
+    With ``via`` (the device's telemetry), both travel on telemetry's connection: a broker that binds
+    client ids to user names (the generated Mosquitto config does) lets each device hold one
+    connection, and a second one would knock the first off. Without it, a connection of its own.
+    """
+
     def __init__(self, mqtt: MqttConfig, device_id: str, *, on_update: Callable[[UpdateNotice], None],
-                 retained: list[tuple[str, bytes]] | None = None) -> None:
+                 retained: list[tuple[str, bytes]] | None = None, via: Listener | None = None) -> None:
         self.mqtt = mqtt
+        self.via = via
         self.device_id = device_id
         self.topic = topic_for(device_id, "cmd/update")
         self._on_update = on_update
@@ -65,6 +81,11 @@ class CommandClient:
         self.published = 0
 
     def start(self) -> None:
+        if self.via is not None:
+            self.via.listen(self.topic, self._handle, self._retained, on_ready=self.connected.set)
+            self.published += len(self._retained)
+            log.info("MQTT commands: listening on %s (on the telemetry connection)", self.topic)
+            return
         try:
             client = create_client(self.mqtt, client_id=f"edge-{self.device_id}-cmd", clean_session=True)
         except TelemetryError as exc:
@@ -102,19 +123,22 @@ class CommandClient:
         self.connected.clear()
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
-        if message.topic != self.topic:
+        self._handle(message.topic, bytes(message.payload))
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        if topic != self.topic:
             return
-        if not message.payload:
+        if not payload:
             return  # a cleared retained notice
         try:
-            if len(message.payload) > MAX_NOTICE_BYTES:
-                raise ValueError(f"{len(message.payload)} bytes is too large for a notice")
-            notice = UpdateNotice.model_validate_json(message.payload)
+            if len(payload) > MAX_NOTICE_BYTES:
+                raise ValueError(f"{len(payload)} bytes is too large for a notice")
+            notice = UpdateNotice.model_validate_json(payload)
         except (ValidationError, ValueError) as exc:
             self.malformed += 1
             first = exc.errors()[0] if isinstance(exc, ValidationError) else None
             why = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}" if first else str(exc)
-            log.warning("MQTT commands: ignoring a malformed update notice on %s (%s)", message.topic, why)
+            log.warning("MQTT commands: ignoring a malformed update notice on %s (%s)", topic, why)
             return
         self.notices += 1
         log.info("MQTT commands: update notice for version %d", notice.version)

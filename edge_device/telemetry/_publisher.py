@@ -35,7 +35,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +146,14 @@ class Publisher:
         self._status_lock = threading.Lock()
         self._status_extra: dict[str, Any] = {}
         self._status_dirty = threading.Event()
+        # Other topics the device reads and retained messages it keeps on the broker (the agent's
+        # command topics, Home Assistant discovery), on this same connection: a broker that binds client
+        # ids to user names gives each device one connection, so there must be only one.
+        self._listen_lock = threading.Lock()
+        self._listeners: dict[str, Callable[[str, bytes], None]] = {}
+        self._keep_retained: list[tuple[str, bytes]] = []
+        self._on_ready: list[Callable[[], None]] = []
+        self._listen_dirty = threading.Event()
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -169,6 +177,31 @@ class Publisher:
         with self._status_lock:
             self._status_extra.update(fields)
         self._status_dirty.set()
+
+    def listen(self, topic: str, handler: Callable[[str, bytes], None],
+               retained: Sequence[tuple[str, bytes]] = (), on_ready: Callable[[], None] | None = None) -> None:
+        """Subscribe to ``topic`` (QoS 1) on this connection and hand each message to ``handler``
+        (called on the publisher's thread: keep it short), and keep ``retained`` published (retained,
+        QoS 1) on every (re)connect; ``on_ready`` is called each time the subscription is sent. Takes
+        effect at once when connected."""
+        with self._listen_lock:
+            self._listeners[topic] = handler
+            self._keep_retained.extend(retained)
+            if on_ready is not None:
+                self._on_ready.append(on_ready)
+        self._listen_dirty.set()
+
+    def _apply_listeners(self, client: Client) -> None:
+        with self._listen_lock:
+            topics = list(self._listeners)
+            retained = list(self._keep_retained)
+            ready = list(self._on_ready)
+        for topic in topics:
+            client.subscribe(topic, qos=1)
+        for topic, payload in retained:
+            client.publish(topic, payload, qos=1, retain=True)
+        for callback in ready:
+            callback()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is pending, sealed or in flight (everything confirmed)."""
@@ -314,6 +347,8 @@ class Publisher:
             # QoS 0: the broker writes a retained QoS 0 message out while handling the SUBSCRIBE,
             # never held back behind its in-flight limit, so it precedes the status's PUBACK.
             client.subscribe(self._ingest_topic, qos=0)
+        self._listen_dirty.clear()
+        self._apply_listeners(client)
         self._status_dirty.clear()
         info = client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
         self._sync_mid = info.mid
@@ -368,6 +403,14 @@ class Publisher:
         self._pubacks.append(mid)
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        with self._listen_lock:
+            handler = self._listeners.get(message.topic)
+        if handler is not None:
+            try:
+                handler(message.topic, bytes(message.payload))
+            except Exception:  # a listener's bug must not take the telemetry connection down
+                log.exception("telemetry: the handler for %s failed", message.topic)
+            return
         if message.topic == self._ingest_topic:
             self._on_announcement(bytes(message.payload))
             return
@@ -479,6 +522,9 @@ class Publisher:
         if self._status_dirty.is_set():
             self._status_dirty.clear()
             client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+        if self._listen_dirty.is_set():
+            self._listen_dirty.clear()
+            self._apply_listeners(client)
         self._resend_due()
         self._fill_window()
         if not self._flights and self.outbox.pending_rows() == 0:

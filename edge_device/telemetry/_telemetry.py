@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,12 @@ class Telemetry:
         if not self.commit(timeout):
             return False
         return self.publisher.wait_idle(max(0.0, deadline - time.monotonic()))
+
+    def listen(self, topic: str, handler: Callable[[str, bytes], None],
+               retained: Sequence[tuple[str, bytes]] = (), on_ready: Callable[[], None] | None = None) -> None:
+        """Read ``topic`` and keep ``retained`` messages published, on telemetry's own MQTT
+        connection (see :meth:`Publisher.listen`): one connection per device."""
+        self.publisher.listen(topic, handler, retained, on_ready)
 
     def set_status(self, **fields: Any) -> None:
         """Add fields to the retained ``edge/D/status`` message, e.g. the running model:
