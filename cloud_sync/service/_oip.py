@@ -119,7 +119,8 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     if enc in ("gzip", "x-gzip"):
         wbits = 16 + zlib.MAX_WBITS
     elif enc == "deflate":  # zlib-wrapped, as HTTP means it; raw deflate is accepted too
-        wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+        zlib_header = len(body) >= 2 and (body[0] & 0x0F) == 8 and ((body[0] << 8) | body[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
     else:
         raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate or "
                                         "identity)", code="unsupported_encoding")
