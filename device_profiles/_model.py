@@ -7,7 +7,6 @@ name is its file name: one source of truth, so a copied file cannot keep a stale
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import tomllib
@@ -205,6 +204,8 @@ def load_profile(name: str) -> Profile:
     known = profile_names()
     # The name check also keeps "../x" or "a/b" from reaching the file system.
     if name not in known:
+        import difflib  # only for the hint
+
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ProfileNotFoundError(

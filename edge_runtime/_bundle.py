@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import weakref
 import zlib
@@ -28,6 +27,8 @@ from ._manifest import FileEntry, Manifest
 from ._signing import sign_bytes, verify_bytes
 
 if TYPE_CHECKING:
+    import tarfile
+
     from ._signing import PrivateKey, PublicKey
 
 __all__ = [
@@ -297,6 +298,8 @@ def safe_extract(
 
     Every entry is checked before anything is written, so a hostile archive writes nothing.
     """
+    import tarfile  # here: opening a bundle directory (`edge run`'s usual case) needs no tar
+
     a, d = Path(archive), Path(dest).resolve()
     prescan_tar(a, max_members=max_members)
     try:
@@ -484,6 +487,8 @@ def sign_bundle(path: str | Path, key: PrivateKey) -> Path:
 
 def pack_bundle(bundle_dir: str | Path, archive: str | Path, *, overwrite: bool = False) -> Path:
     """Pack a bundle directory into a .tar.gz with the files at the archive's top level."""
+    import tarfile
+
     src, dst = Path(bundle_dir), Path(archive)
     if dst.exists() and not overwrite:
         raise BundleError(f"{dst}: exists; choose another -o or remove it")

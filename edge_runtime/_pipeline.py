@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,18 +284,19 @@ class Pipeline:
         pre = self._model.manifest.preprocess
         if pre.kind != "image" or not isinstance(self.source, ImageFilesSource):
             return False
-        if "fork" not in multiprocessing.get_all_start_methods():
-            return False  # spawn would re-run the caller's main module in every worker
-        if self.decode == "process":
-            return True
-        # auto: worth it only when inference leaves a core free for decoding (measured: with
-        # every core running inference threads, a decode process only adds contention) and
-        # there are enough files to repay starting the workers.
-        cores = _cores()
-        n = len(self.source)
-        if self.limit is not None:
-            n = min(n, self.limit)
-        return (threads or self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES
+        if self.decode != "process":
+            # auto: worth it only when inference leaves a core free for decoding (measured: with
+            # every core running inference threads, a decode process only adds contention) and
+            # there are enough files to repay starting the workers.
+            cores = _cores()
+            n = len(self.source)
+            if self.limit is not None:
+                n = min(n, self.limit)
+            if not ((threads or self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES):
+                return False
+        import multiprocessing  # only here: it imports socket and more, which a run over a few files never uses
+
+        return "fork" in multiprocessing.get_all_start_methods()  # spawn would re-run the caller's main module
 
     def _inference_threads(self) -> int | None:
         """The cores split between inference and decoding, for a run over files or a video whose
@@ -370,6 +369,11 @@ class Pipeline:
             n = max(1, min(workers, (os.cpu_count() or 2) - 1))
             # fork, as PyTorch's DataLoader does on Linux: the worker needs no re-import of the
             # caller's main module, and touches nothing of the parent but Pillow and NumPy.
+            # here, not at the top: concurrent.futures.process imports multiprocessing.connection and
+            # subprocess (~1.3 MiB, ~8 ms) that a run over a few files never uses
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_init_decoder,
                                        initargs=(m.manifest.preprocess.model_dump_json(),
@@ -400,7 +404,7 @@ class Pipeline:
                     if procs and frame.error is None:
                         try:
                             fut = pool.submit(_decode_file, frame.source)
-                        except BrokenProcessPool:
+                        except BrokenExecutor:  # BrokenProcessPool (a thread pool without initializer never breaks)
                             log.warning("decode workers died; decoding in threads from here on")
                             pool.shutdown(wait=False, cancel_futures=True)
                             procs, pool = False, ThreadPoolExecutor(self.workers, thread_name_prefix="prep")
@@ -502,7 +506,7 @@ class Pipeline:
     def _collect(self, frame: Frame, model: Model, fut: Future[Any]) -> _Prepared:
         try:
             res = fut.result()
-        except BrokenProcessPool:
+        except BrokenExecutor:  # BrokenProcessPool (a thread pool without initializer never breaks)
             # A decode worker died (out of memory, killed): do this frame here, not lose it.
             log.warning("a decode worker died; decoding %s in the main process", frame.source)
             return self._prepare(frame, model)

@@ -31,9 +31,11 @@ class LiteRTBackend(Backend):
     extra: ClassVar[str] = "tflite"
     no_wheel: ClassVar[dict[str, str]] = {"armv7l": "tflite-runtime"}
 
-    def __init__(self, interpreter: Any, library: str, version: str, threads: int | None) -> None:
+    def __init__(self, interpreter: Any, library: str, version: str | None, threads: int | None) -> None:
         self._it = interpreter
         self._library = library
+        #: None: looked up on first ``library_version()`` (importlib.metadata scans every installed
+        #: distribution: ~3 ms that `edge run` does not need)
         self._version = version
         self.threads = threads
         ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
@@ -92,10 +94,12 @@ class LiteRTBackend(Backend):
         self.outputs = [_info(d) for d in self._it.get_output_details()]
 
     def library_version(self) -> str:
+        if self._version is None:
+            self._version = _dist_version(self._library)
         return f"{self._library} {self._version}"
 
 
-def _import_interpreter() -> tuple[Any, str, str]:
+def _import_interpreter() -> tuple[Any, str, None]:
     for module, dist in _CANDIDATES:
         try:
             mod = importlib.import_module(module)
@@ -104,7 +108,7 @@ def _import_interpreter() -> tuple[Any, str, str]:
         interp = getattr(mod, "Interpreter", None)
         if interp is None:
             continue
-        return interp, dist, _dist_version(dist)
+        return interp, dist, None  # the version: see LiteRTBackend.library_version
     raise BackendUnavailableError(
         f"the litert backend needs ai-edge-litert (or tflite-runtime / tensorflow): {LiteRTBackend.install_hint}"
     )

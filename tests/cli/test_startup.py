@@ -36,3 +36,12 @@ def test_help_imports_no_runtime() -> None:
 def test_run_to_stdout_imports_no_sqlite(mobilenet_bundle: Path, shared_data: Path) -> None:
     args = ["run", str(mobilenet_bundle), "--source", str(shared_data / "images" / "cat.png")]
     assert imported(["sqlite3", "ai_edge_litert"], *args) == ["ai_edge_litert"]
+
+
+def test_run_one_image_imports_only_what_it_uses(mobilenet_bundle: Path, shared_data: Path) -> None:
+    """One image from a bundle directory: no process pool (multiprocessing), no tar, no OpenSSL for
+    a small model's hash, no PIL drawing, no numpy.ma (the summary's percentiles): each costs start-up
+    time and resident memory (scripts/bench_startup.py)."""
+    args = ["run", str(mobilenet_bundle), "--source", str(shared_data / "images" / "cat.png")]
+    watch = ["multiprocessing", "concurrent.futures.process", "tarfile", "_hashlib", "PIL.ImageDraw", "numpy.ma"]
+    assert imported(watch, *args) == []
