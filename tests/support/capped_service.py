@@ -4,11 +4,8 @@ and that the same process keeps serving afterwards."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.net import wait_for
 from tests.support.service import CloudService
 
 __all__ = ["CappedService"]
@@ -20,25 +17,17 @@ class CappedService(CloudService):
     glibc gives each thread its own 64 MiB malloc arena of address space; ``MALLOC_ARENA_MAX=2``
     keeps the cap about memory actually used rather than reserved."""
 
+    description = "the capped cloud service"
+
     def __init__(self, data_dir: Path, trusted_keys: list[Path], *, cap_bytes: int,
                  extra_env: dict[str, str] | None = None) -> None:
         super().__init__(data_dir, trusted_keys)
         self.cap_bytes = cap_bytes
         self.env["MALLOC_ARENA_MAX"] = "2"
         self.env.update(extra_env or {})
-        self.log_path = data_dir.parent / f"service-{self.port}.log"
 
-    def start(self) -> CappedService:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            ["prlimit", f"--as={self.cap_bytes}", "--",
-             sys.executable, "-m", "uvicorn", "--factory", "cloud_sync.service:create_app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent)
-        log.close()
-        self.starts += 1
-        wait_for(self._live, 60, f"the capped cloud service on port {self.port}", interval=0.05)
-        return self
+    def command(self) -> list[str]:
+        return ["prlimit", f"--as={self.cap_bytes}", "--", *super().command()]
 
     @property
     def alive(self) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.net import free_port, port_open, wait_for
+from tests.support.net import free_port, port_open, stop_process, wait_for
 
 __all__ = ["RABBITMQ_SERVER", "RabbitMQ", "Requester", "consumer_count", "declare_queue", "drain", "queue_depth"]
 
@@ -98,26 +97,14 @@ class RabbitMQ:
         return port_open(self.port) and "Server startup complete" in self.log_text()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            # SIGTERM to the script's process group: the Erlang VM shuts the node down cleanly.
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        # SIGTERM to the script's process group: the Erlang VM shuts the node down cleanly.
+        stop_process(self.proc, grace=60, group=True)
         self._stop_epmd()
         if self._tmp is not None:
             self._tmp.cleanup()
 
     def _stop_epmd(self) -> None:
-        if self.epmd is not None and self.epmd.poll() is None:
-            self.epmd.terminate()
-            try:
-                self.epmd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.epmd.kill()
-                self.epmd.wait(5)
+        stop_process(self.epmd, grace=10)
 
     def log_text(self) -> str:
         try:

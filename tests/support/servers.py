@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.net import free_port, port_open, wait_for
+from tests.support.net import accept_until, free_port, port_open, stop_process, wait_for
 
 __all__ = ["Mosquitto", "MqttProxy", "Postgres", "SilentServer", "TcpProxy", "free_port", "port_open",
            "start_moto_s3", "wait_for"]
@@ -77,13 +77,7 @@ class Mosquitto:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig=sig)
         self.proc = None
 
     def kill(self) -> None:
@@ -205,13 +199,7 @@ class SilentServer:
 
     def _serve(self) -> None:
         self._sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for conn in accept_until(self._sock, self._stop):
             self.connections += 1
             self._conns.append(conn)
             if self.mode == "no-puback":
@@ -329,13 +317,7 @@ class TcpProxy:
             self._conns.append(s)
 
     def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for conn in accept_until(self._sock, self._closing):
             self.connections += 1
             self._track(conn)
             threading.Thread(target=self._handle, args=(conn, self.mode, self.delay_s), daemon=True).start()

@@ -14,9 +14,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
-from tests.support.net import free_port, port_open, wait_for
+from tests.support.net import free_port, port_open, stop_process, wait_for
 from tests.support.paths import env_with_project
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ def run_service(settings: ServiceSettings, *, log_level: str = "warning") -> Ite
 class CloudService:
     """``uvicorn --factory cloud_sync.service:create_app_from_env`` on a fixed port, restartable."""
 
+    description = "the cloud service"
+
     def __init__(self, data_dir: Path, trusted_keys: list[Path], *, mqtt_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -93,20 +95,23 @@ class CloudService:
         self.env.update({f"{ENV_PREFIX}{name.upper()}": value for name, value in settings.items()})
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.log_path = data_dir.parent / f"service-{self.port}.log"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> CloudService:
-        log = (self.data_dir.parent / f"service-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "cloud_sync.service:create_app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent)
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "--factory", "cloud_sync.service:create_app_from_env",
+                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+
+    def start(self) -> Self:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.data_dir.parent)
         log.close()
         self.starts += 1
-        wait_for(self._live, 60, f"the cloud service on port {self.port}", interval=0.05)
+        wait_for(self._live, 60, f"{self.description} on port {self.port}", interval=0.05)
         return self
 
     def _live(self) -> bool:
@@ -123,13 +128,7 @@ class CloudService:
         wait_for(lambda: not port_open(self.port), 10, "the killed service's port to close")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
 
