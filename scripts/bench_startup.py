@@ -15,6 +15,47 @@ lands in the checkout); ``--no-bytecode`` measures the uncached case.
 
     .venv/bin/python scripts/bench_startup.py --repeat 7
     .venv/bin/python scripts/bench_startup.py --repeat 15 --json-out startup.json
+
+Findings (2026-12-01, 2 shared cores under a load average of 10-23, so wall times are inflated for
+both commands; CPU time and RSS are the steadier figures; ``--repeat 9``, bytecode cached):
+
+    state                                         edge run: wall / CPU / RSS   ratios wall / CPU / RSS
+    before the lazy-import work (lead's figure)   1.87 s / 0.54 s / 91.5 MiB   2.96x / 2.50x / 1.60x
+    start of this round (lazy edge_runtime)       2.26 s / 0.37 s / 81.7 MiB   2.02x / 2.20x / 1.43x
+    this round (below)                            2.37 s / 0.44 s / 75.1 MiB   2.35x / 2.16x / 1.31x
+    plain LiteRT, same runs                       1.01 s / 0.20 s / 57.3 MiB
+
+Wall ratios swing with the load (2.0-2.4x here for the same code); the RSS figure is stable to 0.1 MiB.
+This round, each measured in a child with ``/proc/self/status`` and ``time.process_time`` around
+one import or step (RSS and CPU):
+- one image file runs on the main thread: no decode thread pool and no sink thread to start, feed
+  and join (``Pipeline._single_file``); a hand-over between threads costs a scheduler wake-up,
+  milliseconds on a busy machine (with the hash and ImageDraw changes below: 83.6 -> 78.9 MiB peak
+  under /usr/bin/time);
+- the model's hash with CPython's own SHA-256 for files up to 8 MiB: OpenSSL's libcrypto (hashlib)
+  is 3.6 MiB resident; it costs ~7 ms more CPU on a 3.5 MB model (``_bundle._sha256_for``);
+- not imported unless used: PIL.ImageDraw/ImageFont (``--save-annotated`` only, 1.4 MiB),
+  multiprocessing + concurrent.futures.process (+ subprocess, socket: 0.5 MiB, ~4 ms), tarfile
+  (archives only), numpy.ma (``np.percentile`` in ``PipelineStats.as_dict``, which the summary line
+  does not need: 1.2 MiB, ~7 ms), difflib, and ``importlib.metadata.version`` of LiteRT (~3 ms);
+- tests/cli/test_startup.py fails if a one-image run imports any of them again.
+
+What remains (edge run minus plain, per import, CPU ms / RSS MiB, on this machine):
+- pydantic: 85 ms / 11.5 MiB of the ~18 MiB gap: the package 16 / 4.3 (pydantic_core's .so alone is
+  3.5 MiB resident), pydantic.main 22 / 2.0, its plugin loader 15 / 2.6 (importlib.metadata, email,
+  zipfile, csv, calendar: imported by every model build, even with PYDANTIC_DISABLE_PLUGINS) and
+  building the six manifest models 32 / 2.6. ``defer_build`` saves nothing (the run validates a
+  Manifest, which builds them all; 0.2 MiB measured). Without pydantic the run would be ~63.6 MiB
+  (1.11x) and ~0.30 s CPU. Getting there means a manifest (and device-profile) validator that imports
+  no pydantic, proven equal to the pydantic models (one source of truth: generated from them and
+  checked by a test, plus differential tests on hostile manifests): not done in this round.
+- click 20 / 3.4 and edge_cli's own modules 8 / 1.0: the CLI framework.
+- device_profiles: 10 ms import (two pydantic models) + 4 ms detection (every shipped profile's
+  TOML parsed and validated to choose one) / 0.5 MiB.
+- bundle open 13 ms (of which ~11 ms hashing the 3.5 MB model), model load and the one frame
+  ~32 ms: the same work as the plain script's ~30 ms.
+So the RSS target (1.3x) is missed by ~0.7 MiB and the CPU/wall targets (1.5x) by ~0.13 s of CPU,
+nearly all of it pydantic and click.
 """
 
 from __future__ import annotations
