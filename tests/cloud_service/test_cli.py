@@ -16,22 +16,13 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
+from tests.support.cli import edge_against as edge
 from tests.support.keys import Keys
 from tests.support.net import free_port
 from tests.support.paths import SHARED as DATA
 from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def edge(*args: str, token: str | None = ADMIN_TOKEN, url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if token is not None:
-        env["EDGE_REGISTRY_TOKEN"] = token
-    if url is not None:
-        env["EDGE_REGISTRY_URL"] = url
-    return subprocess.run([sys.executable, "-m", "edge_cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +10,12 @@ import pytest
 
 from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
+from tests.support.cli import edge_against as edge
 from tests.support.keys import Keys
 from tests.support.net import free_port
 from tests.support.service import ADMIN_TOKEN, Running, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def edge(*args: str, url: str, token: str | None = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
-    # URL and token through the environment, as an operator would keep the token out of `ps`.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env.update(PYTHONPATH=str(ROOT), EDGE_REGISTRY_URL=url)
-    if token is not None:
-        env["EDGE_REGISTRY_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "edge_cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
 
 
 @pytest.fixture(scope="module")

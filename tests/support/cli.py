@@ -1,5 +1,6 @@
-"""Running `edge` for the tests: in-process (exit code, stdout and stderr), or in a subprocess whose
-import system refuses some libraries, as a machine without their extra would."""
+"""Running `edge` for the tests: in-process (exit code, stdout and stderr); in a subprocess against
+a registry; or in a subprocess whose import system refuses some libraries, as a machine without
+their extra would."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from edge_cli import main
 from tests.support.paths import ROOT, env_with_project
+from tests.support.service import ADMIN_TOKEN
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -43,3 +45,17 @@ def edge_without(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
     packages) fails; nothing is uninstalled from the shared environment."""
     return subprocess.run([sys.executable, "-c", _BLOCKING_SHIM, blocked, *args], cwd=ROOT,
                           env=env_with_project(), capture_output=True, text=True, timeout=300)
+
+
+def edge_against(*args: str, url: str | None = None,
+                 token: str | None = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
+    """``python -m edge_cli *args`` in a subprocess, the registry's URL and token through the
+    environment (as an operator keeps the token out of `ps`), no ``EDGE_*`` of the machine running
+    the tests."""
+    env = env_with_project()
+    if url is not None:
+        env["EDGE_REGISTRY_URL"] = url
+    if token is not None:
+        env["EDGE_REGISTRY_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "edge_cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
