@@ -26,7 +26,11 @@ them as they are on one line.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "BackendError",
@@ -122,12 +126,55 @@ def first_line(exc: BaseException, *, last: bool = False, typed: bool = False) -
     return line or type(inner).__name__
 
 
-def describe_validation_error(exc: Any, what: str) -> str:
-    """pydantic's ValidationError as one line naming each bad field (the first five), for config errors."""
+def describe_validation_error(exc: Any, what: str, *, where: str | None = None, limit: int = 5,
+                              model: type[BaseModel] | None = None,
+                              origins: Mapping[tuple[str, ...], str] | None = None,
+                              show_values: bool = False) -> str:
+    """pydantic's ValidationError as one line naming each bad key (the first ``limit``): the one
+    formatter of validation errors above ``device_profiles`` (settings, config files, the agent's
+    config).
+
+    ``where`` (a file name) goes in front. With ``model`` (the validated class), keys are described
+    against it: an unknown key gets the closest known one (``did you mean ...?``) or the list of
+    known keys, a missing one says it is required. ``show_values`` echoes the value given, never
+    for a key whose name says it is a secret (token, password, secret). ``origins`` maps a key
+    (or its parent) to the environment variable it came from, named after the problem.
+    """
     problems = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or what
+    for err in exc.errors()[:limit]:
+        loc = tuple(str(p) for p in err["loc"])
+        kind = err["type"]
         msg = str(err["msg"]).removeprefix("Value error, ")
-        problems.append(f"{loc}: {msg}")
-    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return f"invalid {what}: " + "; ".join(problems) + more
+        if model is not None and kind == "extra_forbidden":
+            msg = "unknown key" + _suggest_key(model, loc)
+        elif model is not None and kind == "missing":
+            msg = "missing (required)"
+        if show_values and kind not in ("missing", "extra_forbidden") and loc \
+                and not any(s in loc[-1] for s in _SECRET_WORDS) and not isinstance(err.get("input"), dict):
+            msg += f" (got {err.get('input')!r})"
+        sources = [var for oloc, var in (origins or {}).items() if loc[:len(oloc)] == oloc]
+        if sources:
+            msg += f" [from {sources[-1]}]"
+        problems.append(f"{'.'.join(loc) or what}: {msg}")
+    more = f" (+{exc.error_count() - limit} more)" if exc.error_count() > limit else ""
+    return (f"{where}: " if where else "") + f"invalid {what}: " + "; ".join(problems) + more
+
+
+_SECRET_WORDS = ("token", "password", "secret")
+
+
+def _suggest_key(model: type[BaseModel], loc: tuple[str, ...]) -> str:
+    """For an unknown key at ``loc`` of ``model``: the known key it is closest to, or all of them."""
+    import difflib
+
+    from pydantic import BaseModel
+
+    inner: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        field = inner.model_fields.get(part) if inner is not None else None
+        ann = field.annotation if field is not None else None
+        inner = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if inner is None:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(inner.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(inner.model_fields)})"

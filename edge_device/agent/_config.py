@@ -16,7 +16,6 @@ together.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import tomllib
@@ -36,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_runtime import describe_validation_error
 from edge_runtime.backends import BACKEND_NAMES
 
 from ..telemetry import validate_device_id
@@ -441,7 +441,10 @@ def load_config(path: str | Path | None = None, *, data: Mapping[str, Any] | Non
     try:
         return AgentConfig.model_validate(doc, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise AgentConfigError(describe_errors(exc, where, origins)) from exc
+        # Every key named against AgentConfig: the value given (never a secret), the variable it
+        # came from, the closest known key for a misspelt one.
+        raise AgentConfigError(describe_validation_error(exc, "agent config", where=where, limit=6, model=AgentConfig,
+                                                         origins=origins, show_values=True)) from exc
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
@@ -481,42 +484,3 @@ def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, .
         target[loc[-1]] = value
         origins[loc] = name
     return origins
-
-
-def describe_errors(exc: ValidationError, where: str, origins: Mapping[tuple[str, ...], str] | None = None,
-                    limit: int = 6) -> str:
-    """One line per problem: the dotted key, what is wrong, the value given (never for secrets)."""
-    lines = []
-    for err in exc.errors()[:limit]:
-        loc = tuple(str(x) for x in err["loc"])
-        key = ".".join(loc) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key" + _suggest(loc)
-        elif err["type"] == "missing":
-            msg = "missing (required)"
-        given = ""
-        if err["type"] not in ("missing", "extra_forbidden") and loc and "token" not in loc[-1] \
-                and "password" not in loc[-1] and not isinstance(err.get("input"), dict):
-            given = f" (got {err.get('input')!r})"
-        src = ""
-        if origins:
-            for oloc, var in origins.items():
-                if loc[:len(oloc)] == oloc:
-                    src = f" [from {var}]"
-        lines.append(f"{key}: {msg}{given}{src}")
-    more = f"; and {exc.error_count() - limit} more" if exc.error_count() > limit else ""
-    return f"{where}: invalid agent config: " + "; ".join(lines) + more
-
-
-def _suggest(loc: tuple[str, ...]) -> str:
-    model: type[BaseModel] | None = AgentConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if model is not None else None
-        ann = field.annotation if field is not None else None
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if model is None:
-        return ""
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-    known = ", ".join(model.model_fields)
-    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {known})"
