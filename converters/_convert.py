@@ -21,6 +21,7 @@ from edge_runtime import (
     Preprocess,
     TensorSpec,
     describe_model,
+    describe_validation_error,
     guess_head,
     load_sample,
     make_bundle,
@@ -82,7 +83,7 @@ def convert(source: str | Path, out_dir: str | Path, options: ConvertOptions | N
     try:
         opts = options if options is not None else ConvertOptions(**fields)
     except ValidationError as exc:
-        raise ConversionError(f"invalid conversion options: {_validation_message(exc)}") from exc
+        raise ConversionError(describe_validation_error(exc, "conversion options", limit=exc.error_count())) from exc
     try:
         return _convert(str(source), Path(out_dir), opts)
     except EdgeError as exc:
@@ -461,11 +462,3 @@ def _default_name(location: str) -> str:
         base = p.name if p.is_dir() else p.stem
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-") or "model"
     return clean if clean[0].isalnum() else f"m{clean}"
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts)
