@@ -4,17 +4,12 @@ one user would take turns knocking each other off the broker."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from edge_device.agent import Agent, load_config
 from tests.support.agent import ListSink, agent_config, write_config
@@ -24,15 +19,6 @@ from tests.support.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "cam-1"
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    # Mosquitto drops to its own user before reading the password file: pytest's tmp dirs are 0700.
-    d = Path(tempfile.mkdtemp(prefix="edge-one-conn-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_telemetry_and_commands_share_the_one_connection_a_bound_broker_allows(

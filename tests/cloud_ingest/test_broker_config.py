@@ -7,13 +7,10 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,16 +29,6 @@ from tests.support.servers import Mosquitto
 from tests.support.telemetry import cloud_frames, frame, message
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    # Mosquitto drops to its own user before reading the password file: pytest's tmp dirs (0700)
-    # are closed to it, so this directory is world-traversable.
-    d = Path(tempfile.mkdtemp(prefix="edge-broker-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,

@@ -6,19 +6,14 @@ of its own in a password file; revoking a device in the registry reaches the bro
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from cloud_sync.db import telemetry_rejects
@@ -32,16 +27,6 @@ from tests.support.service import ADMIN_TOKEN, run_service
 from tests.support.telemetry import cloud_frames, frame, message
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    # Mosquitto drops to its own user before reading the password file: pytest's tmp dirs (0700)
-    # are closed to it, so this directory is world-traversable.
-    d = Path(tempfile.mkdtemp(prefix="edge-identity-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 class Watched(RawClient):

@@ -8,6 +8,9 @@ Heavy libraries are imported inside the fixtures, so that a folder that takes no
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +105,17 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     m = Mosquitto(tmp_path / "broker").start()
     yield m
     m.stop()
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A world-traversable temporary directory for a broker's password, ACL and certificate files:
+    Mosquitto drops to its own user before reading them, and pytest's tmp dirs (0700) are closed
+    to it."""
+    d = Path(tempfile.mkdtemp(prefix="edge-public-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
