@@ -26,6 +26,11 @@ both commands; CPU time and RSS are the steadier figures; ``--repeat 9``, byteco
     plain LiteRT, same runs                       1.01 s / 0.20 s / 57.3 MiB
 
 Wall ratios swing with the load (2.0-2.4x here for the same code); the RSS figure is stable to 0.1 MiB.
+Instructions (valgrind --tool=callgrind, one run each, deterministic): plain 762 M; edge run 1595 M
+before this round, 1578 M after (2.09x -> 2.07x). In the interpreter (libpython) 978 M -> 923 M; the
+model's hash moved from libcrypto (106 M) to _sha256 (173 M; valgrind runs OpenSSL without SHA-NI,
+on the CPU it is 4 ms against 11 ms). Plain spends 386 M in the interpreter: edge run's extra ~540 M
+there is imports and pydantic's model building.
 This round, each measured in a child with ``/proc/self/status`` and ``time.process_time`` around
 one import or step (RSS and CPU):
 - one image file runs on the main thread: no decode thread pool and no sink thread to start, feed
