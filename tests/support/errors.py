@@ -15,5 +15,13 @@ def error_of(response: Any) -> dict[str, str]:
     """``{"code", "message"}`` of an error answer (an httpx or requests response), whichever form."""
     err = response.json()["error"]
     if isinstance(err, str):
-        return {"code": response.headers.get(ERROR_CODE_HEADER, ""), "message": err}
+        return {"code": _header(response.headers, ERROR_CODE_HEADER), "message": err}
     return dict(err)
+
+
+def _header(headers: Any, name: str) -> str:
+    # httpx and requests match names case-insensitively; schemathesis gives a plain dict of lists.
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return str(value[0] if isinstance(value, list) else value)
+    return ""

@@ -29,6 +29,9 @@ __all__ = ["router"]
 router = APIRouter()
 TAG: list[str | Enum] = ["predictions"]
 MAX_PAGE = 1000
+#: the longest source key a query may name: S3's key limit, and short enough that a query string stays
+#: within what HTTP servers accept even when every character is percent-encoded UTF-8
+MAX_KEY = 1024
 
 
 def _encode_cursor(row: Any) -> str:
@@ -56,15 +59,17 @@ def _row(r: Any) -> dict[str, Any]:
 
 @router.get("/api/v1/predictions", tags=TAG, responses=ERRORS)
 async def predictions(request: Request, _: Anyone,
-                      source: Annotated[str | None, Query(max_length=4096, description="this source key only")] = None,
-                      source_prefix: Annotated[str | None, Query(max_length=4096,
+                      source: Annotated[str | None, Query(max_length=MAX_KEY,
+                                                          description="this source key only")] = None,
+                      source_prefix: Annotated[str | None, Query(max_length=MAX_KEY,
                                                                  description="source keys starting with this")] = None,
                       model: Annotated[str | None, Query(max_length=128, description="this model only")] = None,
                       version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="this version only")] = None,
                       errors: Annotated[bool | None, Query(description="true: only failed inputs; false: none")] = None,
                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-                      cursor: Annotated[str | None, Query(max_length=16384, description="`next` of the page before")]
-                      = None) -> dict[str, Any]:
+                      cursor: Annotated[str | None, Query(max_length=2 * MAX_KEY,
+                                                          description="`next` of the page before")] = None,
+                      ) -> dict[str, Any]:
     """Predictions ``edge batch`` wrote, by source key and model (admin or device token), in key order:
     ``items`` and ``next`` (the cursor of the following page, or null)."""
     for value in (source, source_prefix, model):
