@@ -299,6 +299,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=240, help="frames of the 1080p video")
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--kinds", default="mixed,hd,video,rows")
+    ap.add_argument("--with-threads-2", action="store_true",
+                    help="also `edge run --threads 2` (threads fixed: no split of the cores, decoding in threads)")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
 
@@ -347,6 +349,8 @@ def main() -> None:
         one_row = single_row(*sources["rows"][:2]) if "rows" in sources else None
 
         variants: list[tuple[str, int | None]] = [("naive-1t", 1), ("naive-2t", 2), ("edge-run", None)]
+        if args.with_threads_2:
+            variants.append(("edge-run-t2", -2))
         runs: dict[str, dict[str, list[dict[str, float]]]] = {k: {v: [] for v, _ in variants} for k in sources}
         for rep in range(args.reps):
             for kind, (bundle, src, script, _) in sources.items():
@@ -354,8 +358,10 @@ def main() -> None:
                 for name, threads in order:
                     out = tmp / f"{kind}-{name}.jsonl"
                     out.unlink(missing_ok=True)
-                    if threads is None:
+                    if threads is None or threads < 0:
                         argv = [PY, "-m", "edge_cli", "run", str(bundle), "--source", str(src), "--output", str(out)]
+                        if threads is not None:
+                            argv += ["--threads", str(-threads)]  # fixed threads: no core split
                     else:
                         model = bundle / ("model.onnx" if kind == "rows" else "model.tflite")
                         argv = [PY, "-c", script, str(model), str(src), str(out), str(threads), str(labels_file)]
@@ -398,6 +404,10 @@ def main() -> None:
         print(f"\none row at a time (CPU per row, 1 thread): Model.predict {one_row['model_predict_us']:.1f} us, "
               f"raw InferenceSession.run {one_row['raw_onnxruntime_us']:.1f} us: "
               f"{one_row['speed_ratio']:.2f}x of raw's speed")
+    if args.with_threads_2:
+        print("\n`edge run --threads 2` (no core split): " + ", ".join(
+            f"{k} {r['edge-run-t2']['wall_s']:.2f} s ({r['edge-run-t2']['cpu_s']:.2f} s CPU)"
+            for k, r in results.items()))
     print(json.dumps({"results": results, "single_row": one_row, "raw_inference_1t": inf1, "raw_inference_2t": inf2,
                       "edge_run_startup_cpu_s": round(startup, 3),
                       "edge_run_startup_wall_s": round(startup_wall, 3), "reps": args.reps, "cpu_count": os.cpu_count(),
