@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         UnsafeArchiveError,
         describe_validation_error,
         first_line,
+        validated,
     )
     from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, load_image
     from ._make import ModelDescription, describe_model, make_bundle, model_format, model_metadata
@@ -103,6 +104,7 @@ _WHERE: dict[str, str] = {
     'UnsafeArchiveError': '._errors',
     'describe_validation_error': '._errors',
     'first_line': '._errors',
+    'validated': '._errors',
     'MAX_IMAGE_PIXELS': '._imaging',
     'ImagePreprocessor': '._imaging',
     'load_image': '._imaging',
@@ -230,6 +232,7 @@ __all__ = [
     "sha256_file",
     "sign_bundle",
     "utc_now",
+    "validated",
     "write_bundle",
 ]
 

@@ -27,7 +27,7 @@ them as they are on one line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -161,6 +161,20 @@ def describe_validation_error(exc: Any, what: str, *, where: str | None = None, 
 
 
 _SECRET_WORDS = ("token", "password", "secret")
+
+_M = TypeVar("_M", bound="BaseModel")
+
+
+def validated(model: type[_M], data: Mapping[str, Any], what: str, error: type[Exception], *,
+              where: str | None = None) -> _M:
+    """``model.model_validate(data)``, its ValidationError raised as ``error`` with the message of
+    :func:`describe_validation_error` (settings objects' ``build``, settings files)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(describe_validation_error(exc, what, where=where)) from exc
 
 
 def _suggest_key(model: type[BaseModel], loc: tuple[str, ...]) -> str:

@@ -47,10 +47,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edge_device.telemetry import INGEST_ANNOUNCE_LEAF, topic_for, validate_device_id
-from edge_runtime import describe_validation_error, first_line
+from edge_runtime import first_line, validated
 
 from .._errors import BrokerConfigError, DatabaseError
 
@@ -132,10 +132,7 @@ def load_devices_file(path: str | os.PathLike[str]) -> BrokerSpec:
         raise BrokerConfigError(f"{p}: cannot read the devices file ({exc.strerror})") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BrokerConfigError(f"{p}: not valid TOML ({exc})") from exc
-    try:
-        return BrokerSpec.model_validate(data)
-    except ValidationError as exc:
-        raise BrokerConfigError(f"{p}: " + describe_validation_error(exc, "devices file")) from exc
+    return validated(BrokerSpec, data, "devices file", BrokerConfigError, where=str(p))
 
 
 def registry_fleet(db_url: str) -> tuple[list[str], set[str]]:

@@ -68,7 +68,7 @@ from edge_device.telemetry import (
     topic_for,
     validate_device_id,
 )
-from edge_runtime import describe_validation_error, first_line, utc_now
+from edge_runtime import first_line, utc_now, validated
 
 from .._errors import DatabaseError, IngestError, PayloadError
 from ..db import (
@@ -150,10 +150,7 @@ class IngestConfig(BaseModel):
 
     @classmethod
     def build(cls, **data: Any) -> IngestConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise IngestError(describe_validation_error(exc, "ingester settings")) from exc
+        return validated(cls, data, "ingester settings", IngestError)
 
     @property
     def service_name(self) -> str:

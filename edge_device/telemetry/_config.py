@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from edge_runtime import describe_validation_error
+from edge_runtime import validated
 
 from ._errors import TelemetryConfigError
 
@@ -241,8 +241,5 @@ class TelemetryConfig(_Model):
     @classmethod
     def build(cls, **data: object) -> TelemetryConfig:
         """Validate, turning pydantic's error into a :class:`TelemetryConfigError` naming each field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise TelemetryConfigError(describe_validation_error(exc, "telemetry settings")) from exc
+        return validated(cls, data, "telemetry settings", TelemetryConfigError)
 
