@@ -8,29 +8,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient
 from tests.support.cli import edge_against as edge
 from tests.support.keys import Keys
 from tests.support.net import free_port
 from tests.support.paths import SHARED as DATA
-from tests.support.service import ADMIN_TOKEN, MakeSigned, Running, run_service
+from tests.support.service import ADMIN_TOKEN, MakeSigned, Running
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Running]:
-    settings = ServiceSettings(data_dir=tmp_path_factory.mktemp("svc-cli"), admin_token=ADMIN_TOKEN,
-                               trusted_keys=[keys.public])
-    with run_service(settings) as running:
-        yield running
 
 
 def test_publish_list_promote_rollback(service: Running, make_signed: MakeSigned, tmp_path: Path) -> None:

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from cloud_sync.service import ServiceSettings
 from edge_device.client import CloudClient, HTTPStatusError
 from tests.support.cli import edge_against as edge
-from tests.support.keys import Keys
 from tests.support.net import free_port
-from tests.support.service import ADMIN_TOKEN, Running, run_service
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Running]:
-    settings = ServiceSettings(data_dir=tmp_path_factory.mktemp("svc-devices"), admin_token=ADMIN_TOKEN,
-                               trusted_keys=[keys.public])
-    with run_service(settings) as running:
-        yield running
+from tests.support.service import Running
 
 
 def test_add_list_revoke(service: Running) -> None:
