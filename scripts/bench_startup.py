@@ -16,14 +16,14 @@ lands in the checkout); ``--no-bytecode`` measures the uncached case.
     .venv/bin/python scripts/bench_startup.py --repeat 7
     .venv/bin/python scripts/bench_startup.py --repeat 15 --json-out startup.json
 
-Findings (2026-12-01, 2 shared cores under a load average of 10-23, so wall times are inflated for
-both commands; CPU time and RSS are the steadier figures; ``--repeat 9``, bytecode cached):
+Findings (2026-12-01, 2 cores shared by eight engineers, load average 8-23, so wall times are
+inflated for both commands; CPU time and RSS are the steadier figures; ``--repeat 9``, bytecode cached):
 
     state                                         edge run: wall / CPU / RSS   ratios wall / CPU / RSS
     before the lazy-import work (lead's figure)   1.87 s / 0.54 s / 91.5 MiB   2.96x / 2.50x / 1.60x
-    start of this round (lazy edge_runtime)       2.26 s / 0.37 s / 81.7 MiB   2.02x / 2.20x / 1.43x
-    this round (below)                            2.37 s / 0.44 s / 75.1 MiB   2.35x / 2.16x / 1.31x
-    plain LiteRT, same runs                       1.01 s / 0.20 s / 57.3 MiB
+    start of this round (d45a80c), load 8         1.27 s / 0.37 s / 81.8 MiB   2.62x / 2.29x / 1.43x
+    after this round, load 8 (same hour)          0.89 s / 0.31 s / 75.1 MiB   2.25x / 2.13x / 1.31x
+    plain LiteRT, same runs                       0.40-0.48 s / 0.15-0.16 s / 57.3 MiB
 
 Wall ratios swing with the load (2.0-2.4x here for the same code); the RSS figure is stable to 0.1 MiB.
 Instructions (valgrind --tool=callgrind, one run each, deterministic): plain 762 M; edge run 1595 M
