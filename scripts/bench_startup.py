@@ -25,7 +25,7 @@ inflated for both commands; CPU time and RSS are the steadier figures; ``--repea
     after this round, load 8 (same hour)          0.89 s / 0.31 s / 75.1 MiB   2.25x / 2.13x / 1.31x
     plain LiteRT, same runs                       0.40-0.48 s / 0.15-0.16 s / 57.3 MiB
 
-Wall ratios swing with the load (2.0-2.4x here for the same code); the RSS figure is stable to 0.1 MiB.
+Wall ratios swing with the load (2.1-2.35x in three runs of the final code); the RSS figure is stable to 0.1 MiB.
 Instructions (valgrind --tool=callgrind, one run each, deterministic): plain 762 M; edge run 1595 M
 before this round, 1578 M after (2.09x -> 2.07x). In the interpreter (libpython) 978 M -> 923 M; the
 model's hash moved from libcrypto (106 M) to _sha256 (173 M; valgrind runs OpenSSL without SHA-NI,
