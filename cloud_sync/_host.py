@@ -48,6 +48,7 @@ from edge_runtime import (
 from edge_runtime.sources import Frame
 
 from ._errors import CloudError
+from ._tensors import DATATYPES, MAX_ELEMENTS, TensorDataError, convert_data, datatype_of
 
 __all__ = ["MAX_BODY_BYTES", "BundleHost", "HostError", "RequestError"]
 
@@ -55,15 +56,6 @@ log = logging.getLogger(__name__)
 
 #: the largest request body a host reads (an image or a JSON tensor)
 MAX_BODY_BYTES = 16 * 1024 * 1024
-_MAX_ELEMENTS = 64 * 1024 * 1024
-
-_DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-}
-_NAMES = {v: k for k, v in _DATATYPES.items()}
 
 _orjson: Any
 try:  # orjson parses the long number lists of image tensors several times faster ([cloud] extra)
@@ -113,7 +105,7 @@ class BundleHost:
     def info(self) -> dict[str, Any]:
         m = self.model
         return {"name": m.name, "version": m.version, "backend": m.backend_name, "task": m.manifest.task,
-                "inputs": [{"name": s.name, "datatype": _NAMES.get(np.dtype(s.dtype), "BYTES"),
+                "inputs": [{"name": s.name, "datatype": datatype_of(s.dtype),
                             "shape": list(s.shape)} for s in m.manifest.inputs]}
 
     def answer(self, body: bytes, *, content_type: str | None = None, source: str = "request",
@@ -210,11 +202,11 @@ def parse_tensor(body: bytes, specs: list[TensorSpec]) -> np.ndarray:
         raise RequestError(f"inputs[0]: unknown input {name!r}; the model takes {spec.name!r}", code="unknown_input")
     want = np.dtype(spec.dtype)
     datatype = t.get("datatype")
-    if not isinstance(datatype, str) or datatype not in _DATATYPES:
-        raise RequestError(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(_DATATYPES)}",
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise RequestError(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}",
                            code="bad_datatype")
-    if _DATATYPES[datatype] != want:
-        raise RequestError(f"input {name!r} is {_NAMES.get(want, want.name)}, the request says {datatype}",
+    if DATATYPES[datatype] != want:
+        raise RequestError(f"input {name!r} is {datatype_of(want)}, the request says {datatype}",
                            code="bad_datatype")
     shape = t.get("shape")
     if (not isinstance(shape, list) or not shape or
@@ -228,8 +220,8 @@ def parse_tensor(body: bytes, specs: list[TensorSpec]) -> np.ndarray:
         raise RequestError(f"input {name!r}: send one frame per request (batch 1), got batch {shape[0]}",
                            code="bad_shape")
     count = math.prod(shape)
-    if count > _MAX_ELEMENTS:
-        raise RequestError(f"input {name!r}: {count} elements is more than {_MAX_ELEMENTS}", code="too_large")
+    if count > MAX_ELEMENTS:
+        raise RequestError(f"input {name!r}: {count} elements is more than {MAX_ELEMENTS}", code="too_large")
     data = t.get("data")
     if not isinstance(data, list):
         raise RequestError(f"input {name!r}: 'data' must be a list of numbers", code="bad_data")
@@ -244,24 +236,7 @@ def parse_tensor(body: bytes, specs: list[TensorSpec]) -> np.ndarray:
 
 
 def _convert(raw: np.ndarray, want: np.dtype, name: str) -> np.ndarray:
-    kind = raw.dtype.kind
-    if want.kind == "b":
-        if kind != "b":
-            raise RequestError(f"input {name!r} is BOOL; data must be true/false", code="bad_data")
-        return raw
-    if kind not in "biuf":
-        raise RequestError(f"input {name!r}: data must be numbers, got {raw.dtype.name} values", code="bad_data")
-    if want.kind in "iu":
-        if kind == "f":
-            raise RequestError(f"input {name!r} is {_NAMES[want]}; data must be integers", code="bad_data")
-        info = np.iinfo(want)
-        lo, hi = int(raw.min()), int(raw.max())
-        if lo < info.min or hi > info.max:
-            raise RequestError(f"input {name!r}: values {lo}..{hi} do not fit {_NAMES[want]} "
-                               f"({info.min}..{info.max})", code="bad_data")
-        return raw.astype(want)
-    with np.errstate(over="ignore"):
-        out = raw.astype(want)
-    if not np.isfinite(out).all() and np.isfinite(raw.astype(np.float64)).all():
-        raise RequestError(f"input {name!r}: values overflow {_NAMES[want]}", code="bad_data")
-    return out
+    try:
+        return convert_data(raw, want, name)
+    except TensorDataError as exc:
+        raise RequestError(str(exc), code="bad_data") from exc

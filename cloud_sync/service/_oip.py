@@ -31,6 +31,7 @@ import numpy as np
 
 from edge_runtime import TensorSpec
 
+from .._tensors import DATATYPES, MAX_ELEMENTS, TensorDataError, convert_data, datatype_of
 from ._errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 __all__ = ["DATATYPES", "MIN_COMPRESS_BYTES", "InferRequest", "check_outputs", "datatype_of", "decode_body",
@@ -41,25 +42,6 @@ try:  # orjson parses the large number arrays of image tensors several times fas
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
-
-#: KServe v2 datatype -> numpy dtype
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-}
-_BY_DTYPE = {v: k for k, v in DATATYPES.items()}
-MAX_ELEMENTS = 64 * 1024 * 1024
-
-
-def datatype_of(dtype: str | np.dtype) -> str:
-    dt = np.dtype(dtype)
-    try:
-        return _BY_DTYPE[dt]
-    except KeyError:
-        return "BYTES"
-
 
 def json_loads(raw: bytes) -> Any:
     if _orjson is not None:
@@ -316,29 +298,10 @@ def _fast_array(data: list[Any], want: np.dtype, count: int) -> np.ndarray | Non
 
 
 def _convert(raw: np.ndarray, want: np.dtype, name: str) -> np.ndarray:
-    kind = raw.dtype.kind
-    if raw.size == 0:
-        return raw.astype(want)
-    if want.kind == "b":
-        if kind != "b":
-            raise BadRequestError(f"input {name!r} is BOOL; data must be true/false", code="bad_data")
-        return raw
-    if kind not in "biuf":
-        raise BadRequestError(f"input {name!r}: data must be numbers, got {raw.dtype.name} values", code="bad_data")
-    if want.kind in "iu":
-        if kind == "f":
-            raise BadRequestError(f"input {name!r} is {datatype_of(want)}; data must be integers", code="bad_data")
-        info = np.iinfo(want)
-        lo, hi = int(raw.min()), int(raw.max())
-        if lo < info.min or hi > info.max:
-            raise BadRequestError(f"input {name!r}: values {lo}..{hi} do not fit {datatype_of(want)} "
-                                  f"({info.min}..{info.max})", code="bad_data")
-        return raw.astype(want)
-    with np.errstate(over="ignore"):
-        out = raw.astype(want)
-    if not np.isfinite(out).all() and np.isfinite(raw.astype(np.float64)).all():
-        raise BadRequestError(f"input {name!r}: values overflow {datatype_of(want)}", code="bad_data")
-    return out
+    try:
+        return convert_data(raw, want, name)
+    except TensorDataError as exc:
+        raise BadRequestError(str(exc), code="bad_data") from exc
 
 
 def _check_shape(shape: list[int], spec: TensorSpec) -> None:
