@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         first_line,
         validated,
     )
-    from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, load_image
+    from ._imaging import MAX_IMAGE_PIXELS, ImagePreprocessor, decode_image, load_image
     from ._make import ModelDescription, describe_model, make_bundle, model_format, model_metadata
     from ._manifest import (
         MAX_INPUT_SIDE,
@@ -108,6 +108,7 @@ _WHERE: dict[str, str] = {
     'MAX_IMAGE_PIXELS': '._imaging',
     'ImagePreprocessor': '._imaging',
     'load_image': '._imaging',
+    'decode_image': '._imaging',
     'ModelDescription': '._make',
     'describe_model': '._make',
     'make_bundle': '._make',
@@ -204,6 +205,7 @@ __all__ = [
     "bench_model",
     "box_iou",
     "check_samples",
+    "decode_image",
     "describe_model",
     "describe_validation_error",
     "draw_detections",

@@ -229,8 +229,7 @@ def inference_cpu(bundle: Path, threads: int, runs: int = 200) -> dict[str, floa
 
 
 def decode_cpu_files(bundle: Path, files: list[Path]) -> float:
-    from edge_runtime import Model
-    from edge_runtime._imaging import decode_image
+    from edge_runtime import Model, decode_image
 
     m = Model.load(bundle, backend="litert", threads=1)
     pre = m.image_preprocessor
