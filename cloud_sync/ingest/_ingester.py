@@ -605,7 +605,13 @@ class Ingester:
                 {"schema": SCHEMA_VERSION, "ingester": self.config.service_name, "ts": utc_now()})
             info = self._client.publish(topic_for(device_id, INGEST_ANNOUNCE_LEAF),
                                         payload.model_dump_json(by_alias=True), qos=1, retain=True)
-            self._announcing = [i for i in self._announcing if not i.is_published()] + [info]
+            if info.rc != 0:
+                # Not connected at this instant (paho refuses rather than queues): not announced, so
+                # the next commit or connection tries again. paho's is_published() would raise on such
+                # an info and take the writer thread down with it.
+                log.debug("ingest: announcement to %s deferred (%s)", device_id, info.rc)
+                continue
+            self._announcing = [i for i in self._announcing if i.rc == 0 and not i.is_published()] + [info]
             announced.add(device_id)
             self.stats.announcements += 1
             log.debug("ingest: announced on %s", topic_for(device_id, INGEST_ANNOUNCE_LEAF))
