@@ -33,7 +33,7 @@ def test_without_pika_one_error_line_names_the_extra(mobilenet_bundle: Path) -> 
     proc = edge("worker", str(mobilenet_bundle), "--broker", "amqp://127.0.0.1:9/", "--queue", "q", shim=_NO_PIKA)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: edge worker needs pika (the AMQP client): pip install 'edge-runtime[worker]'"]
+        "error: edge worker needs pika: pip install 'edge-runtime[worker]'"]
 
 
 def test_an_unreachable_broker_is_one_error_line_without_the_password(mobilenet_bundle: Path) -> None:
