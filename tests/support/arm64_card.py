@@ -104,7 +104,7 @@ def _setup_root(root: Path) -> None:
     w("etc/systemd/network/50-wired.network", "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n")
     w("etc/pip.conf", f"[global]\nno-index = true\nfind-links = {WHEELHOUSE_IN_ROOT}\n")
     w("etc/sudoers.d/010_pi-nopasswd", "pi ALL=(ALL) NOPASSWD: ALL\n", 0o440)
-    # A quiet, fast serial console: no getty needed for the tests (they use SSH), none waited on.
+    # apt as on a real card (install-on-pi.sh asks apt only for packages that are missing).
     w("etc/apt/sources.list", f"deb {debian_mirror()} {SUITE} main\n")
     _chroot(root, "\n".join([
         "useradd -m -u 1000 -s /bin/bash -G sudo,adm,dialout,audio,video,plugdev,users pi",
