@@ -19,9 +19,10 @@ TORCH_PIP_ARGS ?=
 # mosquitto, postgresql: real brokers and databases in the telemetry/cloud tests; chromium: the
 # dashboard and app pages; fdisk..e2fsprogs: real SD-card images; debootstrap + qemu-user-static:
 # the install script in a Debian root and the arm64 proof; systemd: systemd-analyze on the unit;
-# rabbitmq-server: the queue workers (edge worker) against a real AMQP broker.
+# rabbitmq-server: the queue workers (edge worker) against a real AMQP broker; qemu-system-arm +
+# openssh-client: the Raspberry Pi card booted under emulation (tests/deploy/test_boot_arm64.py).
 APT_PACKAGES := mosquitto postgresql chromium chromium-driver fdisk dosfstools mtools e2fsprogs debootstrap \
-	qemu-user-static systemd rabbitmq-server
+	qemu-user-static systemd rabbitmq-server qemu-system-arm openssh-client
 DEMO_OUT ?= demo-out
 # Stamps: an install is redone when its lock file changes.
 DEMO_STAMP := $(VENV)/.installed-demo
