@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from ._errors import SinkError
-from ._record import Record
+from ._record import Detection, Record, ScoredLabel
 
 if TYPE_CHECKING:
     import sqlite3
@@ -73,7 +73,9 @@ class JsonlSink:
 
 
 class SqliteSink:
-    """One row per record: the indexed fields plus the whole record as JSON."""
+    """One row per record: the indexed fields plus the whole record as JSON; a detector's objects
+    also go one row each into ``detections`` (queryable by label), and its best object is the
+    record's ``top_label``/``top_score``."""
 
     kind = "SQLite"
 
@@ -90,6 +92,15 @@ class SqliteSink:
         error TEXT,
         record TEXT NOT NULL
     )"""
+    _DETECTIONS = """
+    CREATE TABLE IF NOT EXISTS detections (
+        record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        label TEXT,
+        score REAL,
+        x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+        PRIMARY KEY (record_id, idx)
+    )"""
 
     def __init__(self, path: str | Path, *, commit_every: int = 50) -> None:
         self.path = Path(path)
@@ -104,24 +115,33 @@ class SqliteSink:
             self._db: sqlite3.Connection = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(self._SCHEMA)
+            self._db.execute(self._DETECTIONS)
             self._db.commit()
         except sqlite3.Error as exc:
             raise SinkError(f"{self.path}: cannot open SQLite database ({exc})") from exc
 
     def write(self, record: Record) -> None:
         top_k = record.get("top_k")
-        top = top_k[0] if top_k else None
+        detections = record.get("detections") or []
+        best: ScoredLabel | Detection | None = top_k[0] if top_k else (detections[0] if detections else None)
         model = record.get("model")
         with self._lock:
             try:
-                self._db.execute(
+                cur = self._db.execute(
                     "INSERT INTO records (ts, source, frame, model, version, top_label, top_score, error, record)"
                     " VALUES (?,?,?,?,?,?,?,?,?)",
                     (record["ts"], record["source"], record["frame"], model["name"] if model else None,
-                     model["version"] if model else None, top["label"] if top else None,
-                     top["score"] if top else None, record.get("error"),
+                     model["version"] if model else None, best["label"] if best else None,
+                     best["score"] if best else None, record.get("error"),
                      json.dumps(record, separators=(",", ":"))),
                 )
+                if detections:
+                    rid = cur.lastrowid
+                    self._db.executemany(
+                        "INSERT INTO detections (record_id, idx, label, score, x1, y1, x2, y2)"
+                        " VALUES (?,?,?,?,?,?,?,?)",
+                        [(rid, i, d["label"], d["score"], *(list(d["box"]) + [None] * 4)[:4])
+                         for i, d in enumerate(detections)])
                 self._pending += 1
                 if self._pending >= self._commit_every:
                     self._db.commit()
