@@ -47,6 +47,18 @@ STATE_SCHEMA = 1
 _DIR_RE = re.compile(r"^v([1-9][0-9]{0,9})$")
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (a bundle: a handful of files)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -261,6 +273,10 @@ class StateStore:
                 raise StateError(f"{target}: is in use (a pointer names it); not replacing it")
             if target.exists():
                 self._remove_tree(target)
+            # The bundle's files must be on disk before a pointer can name them: after a power cut
+            # (not a process kill, where the page cache survives) an unsynced model file comes back
+            # empty, fails its hash, and the device falls back to an older version.
+            fsync_tree(src)
             try:
                 os.replace(src, target)
             except OSError as exc:
