@@ -11,6 +11,7 @@ The revision is read after the lock is held, so the second replica sees the firs
 from __future__ import annotations
 
 import logging
+import time
 
 from alembic import command
 from alembic.config import Config
@@ -59,9 +60,30 @@ def current_revision(engine: Engine) -> str | None:
         raise DatabaseError(_describe(engine, "cannot read the schema revision of", exc)) from exc
 
 
+#: how long a replica keeps trying when another holds SQLite's write lock longer than busy_timeout
+SQLITE_LOCK_PATIENCE_S = 180.0
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate to ``revision`` under the migration lock; returns (revision before, revision after).
     Running it again is a no-op."""
+    deadline = time.monotonic() + SQLITE_LOCK_PATIENCE_S
+    delay = 0.1
+    while True:
+        try:
+            return _upgrade_once(engine, revision)
+        except DatabaseError as exc:
+            # SQLite gives up after busy_timeout while another replica migrates (seen under heavy load,
+            # and when switching to WAL needs the lock): wait and try again; the work is idempotent.
+            if engine.dialect.name != "sqlite" or "database is locked" not in str(exc) \
+                    or time.monotonic() > deadline:
+                raise
+            log.info("database %s is locked by another migration; retrying", _safe_url(engine))
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _upgrade_once(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     try:
         with engine.connect() as conn:
             _lock(conn)
