@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from cloud_sync.db import batch_predictions
@@ -94,8 +94,8 @@ async def predictions(request: Request, _: Anyone,
         # form uses the primary key's index on every database.
         conds.append(or_(t.source_key > s, and_(t.source_key == s, or_(
             t.model_name > m, and_(t.model_name == m, t.model_version > v)))))
-    order = tuple_(t.source_key, t.model_name, t.model_version)
-    query = select(batch_predictions).where(*conds).order_by(*order.clauses).limit(limit + 1)
+    query = (select(batch_predictions).where(*conds)
+             .order_by(t.source_key, t.model_name, t.model_version).limit(limit + 1))
     engine = get_service(request).engine
 
     def fetch() -> list[Any]:
