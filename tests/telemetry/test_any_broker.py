@@ -273,18 +273,27 @@ def test_the_generated_acl_lets_the_ingester_announce_and_retire(tmp_path: Path,
         wait_for(drained(tel), 60, "the outbox to drain")
         assert sorted(db_frames(ing.engine, "greenhouse.1")) == list(range(40))
 
-        # the device itself cannot fake or clear an announcement
+        # The device itself cannot fake or clear an announcement. The broker binds client ids to user
+        # names, so a second client with the device's credentials takes over the device's session:
+        # the device is closed first so the two do not kick each other off while the rogue publishes.
+        tel.close(drain_s=0)
+        connected = threading.Event()
         rogue = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="rogue")
         rogue.username_pw_set("greenhouse.1", "dev-pw")
+        rogue.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
         rogue.connect("127.0.0.1", port)
         rogue.loop_start()
-        rogue.publish("edge/greenhouse.1/cmd/ingest", b"", qos=1, retain=True).wait_for_publish(10)
-        rogue.disconnect()
-        rogue.loop_stop()
+        try:
+            assert connected.wait(10), "the rogue never got its CONNACK"
+            rogue.publish("edge/greenhouse.1/cmd/ingest", b"", qos=1, retain=True).wait_for_publish(10)
+        finally:
+            rogue.disconnect()
+            rogue.loop_stop()
         announced = retained(port, "edge/greenhouse.1/cmd/ingest", username="ingest", password="ing-pw")
         assert announced is not None and json.loads(announced)["ingester"] == "edge-ingest"
-        assert tel.publisher.stats.delivery_mode == "ingester"
 
+        tel = make_device(broker.url, "greenhouse.1", username="greenhouse.1", password="dev-pw")
+        wait_for(lambda: tel.publisher.stats.delivery_mode == "ingester", 30, "the device back on its ingester")
         ing.stop()
         assert retire(IngestConfig(mqtt=ing_mqtt)) == ["greenhouse.1"]
         wait_for(lambda: tel.publisher.stats.delivery_mode == "broker", 20, "the device to see the retirement")
