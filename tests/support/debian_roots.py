@@ -11,6 +11,9 @@ directory to rebuild from scratch.
   ``debootstrap --foreign --arch=arm64`` and unpacked with ``dpkg-deb -x``; no second stage is run,
   because that needs binfmt_misc, which this sandbox cannot mount. Programs in it run with
   ``qemu-aarch64-static -L ROOT``, which needs no binfmt.
+- ``debian-bookworm-armhf-<key>``: the same for 32-bit ARM (armhf, what 32-bit Raspberry Pi OS
+  runs), with Debian's own numpy, Pillow and OpenCV (python3-opencv) unpacked as well; programs
+  run with ``qemu-arm-static -L ROOT``.
 - wheelhouses: the wheels pip needs, downloaded from PyPI once.
 """
 
@@ -30,12 +33,15 @@ from pathlib import Path
 from tests.support.paths import ROOT
 
 __all__ = [
+    "ARMHF_DEBIAN_PACKAGES",
     "aarch64_site",
+    "armv7l_site",
     "cache_dir",
     "cached",
     "debian_mirror",
     "debian_root_amd64",
     "debian_root_arm64",
+    "debian_root_armhf",
     "project_requirements",
     "wheelhouse",
 ]
@@ -139,6 +145,59 @@ PI4_CPUINFO = "".join(
 ) + "Hardware\t: BCM2835\nRevision\t: d03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
 
 
+# The Debian packages of the armhf root besides python3: the runtime's compiled dependencies come
+# from Debian (numpy 1.24, Pillow 9.4, OpenCV 4.6), as on 32-bit Raspberry Pi OS with apt.
+ARMHF_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pil", "python3-opencv")
+
+
+def debian_root_armhf(packages: tuple[str, ...] = ARMHF_DEBIAN_PACKAGES) -> Path:
+    """Debian 12's armhf python3.11 with ``packages`` (and their dependencies) unpacked, no second stage."""
+
+    def build(tmp: Path) -> None:
+        root = tmp / "root"
+        _run(["debootstrap", "--foreign", "--arch=armhf", "--variant=minbase", f"--include={','.join(packages)}",
+              SUITE, str(root), debian_mirror()], stdout=subprocess.DEVNULL)
+        debs = sorted((root / "var/cache/apt/archives").glob("*.deb"))
+        for deb in debs:
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
+        _link_alternatives(root, "arm-linux-gnueabihf")
+        # The .debs are not needed any more once unpacked (python3-opencv pulls hundreds of MB).
+        for deb in debs:
+            deb.unlink()
+
+    root = cached(f"debian-{SUITE}-armhf-{_key(sorted(packages))}", build) / "root"
+    # As for arm64: qemu-user would show the guest the host's x86 cpuinfo, which profile detection
+    # (and any native CPU probe) reads. Give it what a Raspberry Pi 4 on a 32-bit kernel reports.
+    cpuinfo = root / "proc/cpuinfo"
+    if not cpuinfo.is_file() or cpuinfo.read_text() != PI4_ARMV7_CPUINFO:
+        cpuinfo.parent.mkdir(exist_ok=True)
+        cpuinfo.write_text(PI4_ARMV7_CPUINFO)
+    return root
+
+
+def _link_alternatives(root: Path, triplet: str) -> None:
+    """The links update-alternatives would make for BLAS and LAPACK (numpy's libblas.so.3).
+
+    They are made by the packages' postinst scripts, which the unrun second stage never calls:
+    point ``libblas.so.3``/``liblapack.so.3`` at the implementation unpacked (the reference one).
+    """
+    libdir = root / "usr/lib" / triplet
+    for impl in ("blas", "lapack"):
+        for lib in sorted((libdir / impl).glob("lib*.so.3")):
+            link = libdir / lib.name
+            if not link.exists():
+                link.symlink_to(f"{impl}/{lib.name}")
+
+
+PI4_ARMV7_CPUINFO = "".join(
+    f"processor\t: {n}\nmodel name\t: ARMv7 Processor rev 3 (v7l)\nBogoMIPS\t: 108.00\n"
+    "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 7\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+    "CPU revision\t: 3\n\n"
+    for n in range(4)
+) + "Hardware\t: BCM2711\nRevision\t: c03114\nSerial\t\t: 10000000deadbeef\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+
+
 def project_requirements(*extras: str) -> list[str]:
     """The distribution's requirements (core plus ``extras``), read from pyproject.toml."""
     import tomllib
@@ -179,3 +238,27 @@ def aarch64_site(reqs: list[str]) -> Path:
               "--abi", "cp311", "--only-binary=:all:", *reqs])
 
     return cached(f"site-cp311-aarch64-{_key(reqs)}", build) / "site"
+
+
+ARMV7L_PLATFORMS = [*(f"manylinux_2_{v}_armv7l" for v in range(17, 37)), "manylinux2014_armv7l"]
+
+
+def armv7l_site(reqs: list[str]) -> Path:
+    """A site-packages directory with the armv7l CPython 3.11 wheels of exactly ``reqs``.
+
+    Dependencies are not resolved (``--no-deps``): list them all. The compiled libraries a 32-bit
+    Pi takes from apt (numpy, Pillow, OpenCV) must come from the Debian root instead, so this
+    refuses to build a site that holds any of them.
+    """
+
+    def build(tmp: Path) -> None:
+        platforms = [arg for p in ARMV7L_PLATFORMS for arg in ("--platform", p)]
+        site = tmp / "site"
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "--target", str(site), *platforms, "--python-version", "3.11", "--implementation", "cp",
+              "--abi", "cp311", "--only-binary=:all:", *reqs])
+        clash = sorted(p.name for p in site.iterdir() if p.name.lower().startswith(("numpy", "pil", "cv2", "opencv")))
+        if clash:
+            raise RuntimeError(f"the armv7l site must not hold {clash}: they come from Debian's armhf packages")
+
+    return cached(f"site-cp311-armv7l-{_key(sorted(reqs))}", build) / "site"
