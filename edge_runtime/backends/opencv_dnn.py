@@ -7,13 +7,14 @@ OpenCV cannot list a network's input shapes, so the bundle manifest supplies the
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError, first_line
+from .._errors import BackendUnavailableError, InferenceError, InputError, ModelError
 from ._base import Backend, BackendOptions, RawCall, TensorInfo
 
 __all__ = ["OpenCVDnnBackend"]
@@ -61,7 +62,7 @@ class OpenCVDnnBackend(Backend):
             net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         except cv2.error as exc:
-            raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {first_line(exc, last=True)}") from exc
+            raise ModelError(f"{model_path}: OpenCV DNN cannot load it: {_cv_message(exc)}") from exc
         if net.empty():
             raise ModelError(f"{model_path}: OpenCV DNN loaded an empty network")
         backend = cls(net, cv2, options)
@@ -99,7 +100,7 @@ class OpenCVDnnBackend(Backend):
         except self._cv2.error as exc:
             if self._use_classic_engine(exc):
                 return self.run(inputs)
-            raise InferenceError(f"OpenCV DNN failed while running the model: {first_line(exc, last=True)}") from exc
+            raise InferenceError(f"OpenCV DNN failed while running the model: {_cv_message(exc)}") from exc
         return [np.asarray(o) for o in outs]
 
     def _use_classic_engine(self, exc: Exception) -> bool:
@@ -110,13 +111,13 @@ class OpenCVDnnBackend(Backend):
             return False
         self._classic = True
         log.warning("OpenCV DNN's default engine cannot run %s (%s); using its classic engine",
-                    self._model_path.name, first_line(exc, last=True))
+                    self._model_path.name, _cv_message(exc))
         try:
             net = cv2.dnn.readNetFromONNX(str(self._model_path), engine=engine)
             net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         except cv2.error as exc2:
-            log.warning("the classic engine cannot load it either: %s", first_line(exc2, last=True))
+            log.warning("the classic engine cannot load it either: %s", _cv_message(exc2))
             return False
         self._net = net
         return True
@@ -124,3 +125,21 @@ class OpenCVDnnBackend(Backend):
     def library_version(self) -> str:
         return f"opencv {self._cv2.__version__}"
 
+
+_CV_PREFIX = re.compile(r"OpenCV\(\d[^)]*\) \S+:\d+: error: ")
+
+
+def _cv_message(exc: BaseException) -> str:
+    """An OpenCV error as one line that says what failed.
+
+    When the ONNX importer rejects a node, OpenCV (4.6 and 5.0 alike) writes ``... in function
+    'handleNode'`` and then, on lines prefixed with ``> ``, the node and the nested error with an
+    assertion's ``expected ...`` lines, ending with a bare ``>``: neither the first nor the last
+    line names the cause. Keep the nested lines, joined, without the source-file prefixes.
+    """
+    lines = [line.lstrip("> \t").strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(exc).__name__
+    text = " ".join(" ".join(lines[1:] or lines).split())
+    return _CV_PREFIX.sub("", text) or type(exc).__name__
