@@ -1,11 +1,14 @@
 """Mosquitto configuration for a fleet: users, hashed passwords and an ACL.
 
-Device ``D`` may publish only ``edge/D/{telemetry,metrics,events,status}`` and read only
+Device ``D`` may publish only ``edge/D/{telemetry,metrics,events,status}`` and its own Home
+Assistant discovery configs (``homeassistant/sensor/<node of D>/+/config``), and read only
 ``edge/D/cmd/#``; the ingester reads every device's telemetry, metrics, events and status and writes
 commands (including the confirmations on ``edge/D/cmd/ack`` and its retained announcement on
 ``edge/D/cmd/ingest``, which it also reads back when it is retired). Anonymous clients are refused.
 
 The devices file is TOML::
+
+    ha_discovery_prefix = "homeassistant"   # optional: the devices' discovery prefix ("" for none)
 
     [ingester]                 # optional
     username = "ingest"
@@ -13,6 +16,10 @@ The devices file is TOML::
 
     [service]                  # optional: the cloud service's update notices (mqtt_username)
     username = "edge-cloud"
+    password = "..."           # optional: generated when absent
+
+    [home_assistant]           # optional: a user for Home Assistant (reads discovery and states)
+    username = "homeassistant"
     password = "..."           # optional: generated when absent
 
     [[devices]]
@@ -54,8 +61,9 @@ from edge_runtime import first_line, validated
 
 from .._errors import BrokerConfigError, DatabaseError
 
-__all__ = ["BrokerFiles", "BrokerSpec", "DeviceCredentials", "ServiceCredentials", "load_devices_file",
-           "mosquitto_password_hash", "registry_fleet", "reload_mosquitto", "spec_with_registry", "write_broker_config"]
+__all__ = ["BrokerFiles", "BrokerSpec", "DeviceCredentials", "HomeAssistantCredentials", "ServiceCredentials",
+           "load_devices_file", "mosquitto_password_hash", "registry_fleet", "reload_mosquitto", "spec_with_registry",
+           "write_broker_config"]
 
 _PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.x writes for its "$7$" (PBKDF2-SHA512) hashes
 _DEVICE_TOPICS = ("telemetry", "metrics", "events", "status")
@@ -89,12 +97,27 @@ class ServiceCredentials(BaseModel):
     password: SecretStr | None = None
 
 
+class HomeAssistantCredentials(BaseModel):
+    """Home Assistant's broker user: it reads the devices' discovery configs and the topics those
+    configs name (telemetry, metrics, status), and writes nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str = Field("homeassistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    password: SecretStr | None = None
+
+
 class BrokerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     devices: list[DeviceCredentials] = Field(default_factory=list)
     ingester: IngesterCredentials = Field(default_factory=IngesterCredentials)
     service: ServiceCredentials = Field(default_factory=ServiceCredentials)
+    #: the devices' Home Assistant discovery prefix (their ``[home_assistant] discovery_prefix``):
+    #: each device may publish its own discovery configs under it; empty: no discovery at all
+    ha_discovery_prefix: str = Field("homeassistant", pattern=r"^([A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*)?$")
+    #: a broker user for Home Assistant (absent: none)
+    home_assistant: HomeAssistantCredentials | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> BrokerSpec:
@@ -108,6 +131,13 @@ class BrokerSpec(BaseModel):
         if self.service.username in seen or self.service.username == self.ingester.username:
             raise ValueError(f"the service's user name {self.service.username!r} is also a device id or the "
                              "ingester's: each broker user holds one connection")
+        if self.home_assistant is not None:
+            ha = self.home_assistant.username
+            if ha in seen or ha in (self.ingester.username, self.service.username):
+                raise ValueError(f"Home Assistant's user name {ha!r} is also a device id, the ingester's or "
+                                 "the service's: each broker user holds one connection")
+            if not self.ha_discovery_prefix:
+                raise ValueError("a [home_assistant] user needs ha_discovery_prefix (the devices' discovery prefix)")
         return self
 
 
@@ -167,7 +197,8 @@ def spec_with_registry(spec: BrokerSpec, active: list[str], revoked: set[str]) -
     devices = [d for d in spec.devices if d.id not in revoked]
     cloud_users = (spec.ingester.username, spec.service.username)
     devices += [DeviceCredentials(id=i) for i in active if i not in listed and i not in cloud_users]
-    return BrokerSpec(devices=devices, ingester=spec.ingester, service=spec.service)
+    return BrokerSpec(devices=devices, ingester=spec.ingester, service=spec.service,
+                      ha_discovery_prefix=spec.ha_discovery_prefix, home_assistant=spec.home_assistant)
 
 
 def reload_mosquitto(pid_or_file: str) -> int:
@@ -206,7 +237,7 @@ def _previous_passwords(path: Path) -> dict[str, str]:
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BrokerConfigError(f"{path}: cannot reuse the previous credentials ({exc}); move it away") from exc
     found: dict[str, str] = {}
-    for section in ("ingester", "service"):
+    for section in ("ingester", "service", "home_assistant"):
         ing = data.get(section, {})
         if isinstance(ing, dict) and isinstance(ing.get("username"), str) and isinstance(ing.get("password"), str):
             found[ing["username"]] = ing["password"]
@@ -302,7 +333,12 @@ def write_broker_config(
     svc_pw = password_for(svc_user, spec.service.password)
     dev_pw = {d.id: password_for(d.id, d.password) for d in spec.devices}
 
+    ha = spec.home_assistant
+    ha_pw = password_for(ha.username, ha.password) if ha is not None else None
+
     passwd = [f"{ing_user}:{mosquitto_password_hash(ing_pw)}", f"{svc_user}:{mosquitto_password_hash(svc_pw)}"]
+    if ha is not None and ha_pw is not None:
+        passwd.append(f"{ha.username}:{mosquitto_password_hash(ha_pw)}")
     passwd += [f"{dev}:{mosquitto_password_hash(pw)}" for dev, pw in dev_pw.items()]
 
     acl = ["# Generated by `edge cloud broker-config`. Anything not granted here is denied.", "",
@@ -312,9 +348,20 @@ def write_broker_config(
     acl += [f"topic read edge/+/{t}" for t in _DEVICE_TOPICS]
     acl += [f"topic read {topic_for('+', INGEST_ANNOUNCE_LEAF)}", "topic write edge/+/cmd/#", ""]
     acl += ["# The cloud service sends update notices.", f"user {svc_user}", "topic write edge/+/cmd/update", ""]
+    from edge_device.agent import discovery_topic_filter
+
+    if ha is not None:
+        acl += ["# Home Assistant reads the discovery configs and the topics they name; it writes nothing.",
+                f"user {ha.username}", f"topic read {spec.ha_discovery_prefix}/#",
+                *(f"topic read edge/+/{t}" for t in ("telemetry", "metrics", "status")), ""]
+    if spec.ha_discovery_prefix:
+        acl += ["# Each device may also publish its own Home Assistant discovery configs (retained), and",
+                "# only its own: the node id is a topic level of its own.", ""]
     for dev in dev_pw:
         acl += [f"user {dev}"]
         acl += [f"topic write edge/{dev}/{t}" for t in _DEVICE_TOPICS]
+        if spec.ha_discovery_prefix:
+            acl += [f"topic write {discovery_topic_filter(dev, spec.ha_discovery_prefix)}"]
         acl += [f"topic read edge/{dev}/cmd/#", ""]
 
     # The ingester's persistent session must be able to queue every device's window of unconfirmed
@@ -349,6 +396,8 @@ def write_broker_config(
     creds = ["# Passwords for the broker users. Keep this file secret (mode 0600).", "",
              "[ingester]", f"username = {_toml_str(ing_user)}", f"password = {_toml_str(ing_pw)}", "",
              "[service]", f"username = {_toml_str(svc_user)}", f"password = {_toml_str(svc_pw)}", ""]
+    if ha is not None and ha_pw is not None:
+        creds += ["[home_assistant]", f"username = {_toml_str(ha.username)}", f"password = {_toml_str(ha_pw)}", ""]
     for dev, pw in dev_pw.items():
         creds += ["[[devices]]", f"id = {_toml_str(dev)}", f"password = {_toml_str(pw)}", ""]
     ing_file, svc_file = out / "ingest.password", out / "service.password"

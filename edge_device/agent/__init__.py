@@ -14,7 +14,7 @@ when the config asks for them.
 """
 
 from ._agent import Agent, RepeatSource
-from ._commands import CommandClient, UpdateNotice, discovery_messages
+from ._commands import CommandClient, UpdateNotice, discovery_messages, discovery_topic_filter, ha_node_id
 from ._config import (
     EXAMPLE_TOML,
     AgentConfig,
@@ -90,7 +90,9 @@ __all__ = [
     "Watchdog",
     "check_rules",
     "discovery_messages",
+    "discovery_topic_filter",
     "ensure_adopted",
+    "ha_node_id",
     "health_check",
     "load_config",
     "load_keys",

@@ -241,6 +241,7 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
     elif count_labels:
         log.warning("home_assistant.count_labels: %s is a %s model, not a detector; no count sensors",
                     model_name, task or "non-detection")
+    clears: list[tuple[str, bytes]] = []
     out: list[tuple[str, bytes]] = []
     for s in sensors:
         field = s.pop("field")
@@ -250,5 +251,23 @@ def discovery_messages(device_id: str, *, prefix: str, name: str | None, model_n
         uid = f"edge_{object_id}".replace("-", "_")
         config = {**s, "unique_id": uid, "default_entity_id": f"sensor.{_entity_slug(uid)}",
                   "device": device, "origin": origin, "availability": availability, "availability_mode": "latest"}
-        out.append((f"{prefix}/sensor/{object_id}/config", json.dumps(config).encode()))
-    return out
+        out.append((discovery_topic(prefix, node, field), json.dumps(config).encode()))
+        # Earlier versions published on <prefix>/sensor/<node>_<field>/config, a topic no broker ACL
+        # can grant one device without granting it every device's. An empty retained message
+        # removes such a config (Home Assistant then drops the entity and the config above brings it
+        # back under the same unique_id); sent first, so the old one never shadows the new one.
+        clears.append((f"{prefix}/sensor/{object_id}/config", b""))
+    return clears + out
+
+
+def discovery_topic(prefix: str, node: str, field: str) -> str:
+    """Where a device publishes one sensor's discovery config: the node id as a topic level of its
+    own, so that ``<prefix>/sensor/<node>/+/config`` (see :func:`discovery_topic_filter`) grants a
+    device its own configs and nobody else's."""
+    return f"{prefix}/sensor/{node}/{field}/config"
+
+
+def discovery_topic_filter(device_id: str, prefix: str = "homeassistant") -> str:
+    """The topic filter covering every discovery config of ``device_id``: what a broker ACL grants
+    the device (``edge cloud broker-config``)."""
+    return discovery_topic(prefix, ha_node_id(device_id), "+")

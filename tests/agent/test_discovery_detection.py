@@ -35,7 +35,7 @@ LABELS = ["person", "car", "traffic light", "Car", 'say "hi" }}', "café", "人"
 def configs(device_id: str, task: str | None, labels: list[str]) -> dict[str, dict[str, Any]]:
     msgs = discovery_messages(device_id, prefix="homeassistant", name=None, model_name="yolov8n", task=task,
                               count_labels=labels)
-    return {topic: json.loads(payload) for topic, payload in msgs}
+    return {topic: json.loads(payload) for topic, payload in msgs if payload}  # empty: an old topic cleared
 
 
 def counts(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -64,7 +64,7 @@ def test_one_count_sensor_per_label_following_home_assistants_rules(device_id: s
     assert len({c["unique_id"] for c in found.values()}) == len(found)
     assert len({c["default_entity_id"] for c in found.values()}) == len(found)
     if device_id == "cam-1":
-        assert "homeassistant/sensor/cam-1_count_person/config" in found
+        assert "homeassistant/sensor/cam-1/count_person/config" in found
         person = by_label["person"]
         assert person["unique_id"] == "edge_cam_1_count_person"
         assert person["default_entity_id"] == "sensor.edge_cam_1_count_person"
@@ -147,13 +147,13 @@ def test_a_running_detector_agent_feeds_its_count_sensors(tmp_path: Path, mosqui
         telemetry={"mqtt_url": mosquitto.url, "confirm": "broker", "linger_s": 0.05, "metrics_interval_s": 0.5,
                    "drain_s": 5},
         home_assistant={"enabled": True, "count_labels": ["person", "kite", "car"]}), environ={})
-    sub = Subscriber(mosquitto.port, f"edge/{device}/telemetry", "homeassistant/sensor/+/config")
+    sub = Subscriber(mosquitto.port, f"edge/{device}/telemetry", "homeassistant/sensor/+/+/config")
     agent = Agent(cfg)
     t = threading.Thread(target=agent.run, daemon=True)
     t.start()
     try:
         tele = f"edge/{device}/telemetry"
-        wanted = [f"homeassistant/sensor/{device}_count_{x}/config" for x in ("person", "kite", "car")]
+        wanted = [f"homeassistant/sensor/{device}/count_{x}/config" for x in ("person", "kite", "car")]
         sub.wait(lambda: all(sub.payloads(w) for w in wanted) and bool(sub.payloads(tele)), 60,
                  "the count sensors and a telemetry message")
     finally:
@@ -170,7 +170,7 @@ def test_a_running_detector_agent_feeds_its_count_sensors(tmp_path: Path, mosqui
         assert config["state_topic"] == tele
         assert env.from_string(config["value_template"]).render(value_json=envelope) == str(labels.count(label))
     sub.close()
-    late = Subscriber(mosquitto.port, "homeassistant/sensor/+/config")  # Home Assistant starting later
+    late = Subscriber(mosquitto.port, "homeassistant/sensor/+/+/config")  # Home Assistant starting later
     try:
         late.wait(lambda: all(late.payloads(w) for w in wanted), 10, "the retained count sensors")
         assert all(retained for topic, _, retained in late.messages if topic in wanted)

@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from edge_device.agent import discovery_messages
+from edge_device.agent import discovery_messages, discovery_topic_filter
 from edge_runtime import __version__
 
 #: Home Assistant's matcher for the part of the topic after the discovery prefix
@@ -29,7 +29,7 @@ FIELDS = ("label", "score", "path", "model_version", "fps")
 
 def configs(device_id: str, **kw: Any) -> dict[str, dict[str, Any]]:
     msgs = discovery_messages(device_id, prefix="homeassistant", name=kw.pop("name", None), model_name="plants", **kw)
-    return {topic: json.loads(payload) for topic, payload in msgs}
+    return {topic: json.loads(payload) for topic, payload in msgs if payload}  # empty: a clear (see below)
 
 
 @pytest.mark.parametrize("device_id", ["greenhouse.1", "greenhouse-1", "Cam_7", "a.b.c"])
@@ -65,13 +65,28 @@ def test_a_dotted_id_gets_working_entities_distinct_from_its_lookalike() -> None
         assert not {c[key] for c in dotted.values()} & {c[key] for c in underscored.values()}
 
 
-def test_ids_home_assistant_accepted_before_keep_their_topics_and_unique_ids() -> None:
-    """An upgrade updates existing entities in place: same topic, same unique_id, and the default
-    entity id Home Assistant derived from the old object_id."""
+def test_ids_home_assistant_accepted_before_keep_their_unique_ids_and_old_topics_are_cleared() -> None:
+    """An upgrade keeps existing entities: same unique_id and the default entity id Home Assistant
+    derived from the old object_id. The configs moved from ``<node>_<field>`` to ``<node>/<field>``
+    (an ACL can grant that to one device); the old retained configs are cleared first."""
+    msgs = discovery_messages("svc-1", prefix="homeassistant", name=None, model_name="plants")
     found = configs("svc-1")
-    assert set(found) == {f"homeassistant/sensor/svc-1_{f}/config" for f in FIELDS}
-    label = found["homeassistant/sensor/svc-1_label/config"]
+    assert set(found) == {f"homeassistant/sensor/svc-1/{f}/config" for f in FIELDS}
+    label = found["homeassistant/sensor/svc-1/label/config"]
     assert label["unique_id"] == "edge_svc_1_label" and label["default_entity_id"] == "sensor.edge_svc_1_label"
+    clears = [t for t, p in msgs if p == b""]
+    assert clears == [f"homeassistant/sensor/svc-1_{f}/config" for f in FIELDS]
+    assert [t for t, _ in msgs[:len(clears)]] == clears, "cleared before the new configs are sent"
+    for topic in clears:
+        m = HA_TOPIC.fullmatch(topic.partition("/")[2])
+        assert m is not None and m["node_id"] is None  # the old layout, as Home Assistant parsed it
+
+
+@pytest.mark.parametrize("device_id", ["greenhouse.1", "svc-1"])
+def test_every_config_of_a_device_falls_under_its_acl_filter(device_id: str) -> None:
+    pattern = discovery_topic_filter(device_id).replace("+", "[^/]+")
+    assert all(re.fullmatch(pattern, t) for t in configs(device_id))
+    assert not any(re.fullmatch(pattern, t) for t in configs("other"))
 
 
 def test_origin_carries_the_support_url_and_the_templates_render() -> None:

@@ -125,16 +125,16 @@ def test_notify_protocol_http_home_assistant_and_graceful_sigterm(
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
 
         # Home Assistant: retained discovery configs whose templates read the device's own topics
-        wanted = ("homeassistant/sensor/svc-1_fps/config", f"edge/{device}/metrics", f"edge/{device}/telemetry")
+        wanted = ("homeassistant/sensor/svc-1/fps/config", f"edge/{device}/metrics", f"edge/{device}/telemetry")
         sub.wait(lambda: all(sub.payloads(t) for t in wanted), 30, "discovery, metrics and telemetry")
         # (the session's broker may hold other tests' retained discovery configs: only this device's count)
-        configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith(f"homeassistant/sensor/{device}_")}
-        assert set(configs) == {f"homeassistant/sensor/{device}_{f}/config"
+        configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith(f"homeassistant/sensor/{device}/")}
+        assert set(configs) == {f"homeassistant/sensor/{device}/{f}/config"
                                 for f in ("label", "score", "path", "model_version", "fps")}
         late = Subscriber(mosquitto.port, "homeassistant/sensor/#")  # Home Assistant starting later
         try:
             def mine() -> list[bool]:
-                return [r for t, _, r in late.messages if t.startswith(f"homeassistant/sensor/{device}_")]
+                return [r for t, _, r in late.messages if t.startswith(f"homeassistant/sensor/{device}/")]
             late.wait(lambda: len(mine()) >= 5, 10, "the retained discovery configs")
             assert all(mine())
         finally:

@@ -178,3 +178,38 @@ def test_cli_reports_a_bad_devices_file_on_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.startswith("error: ") and "fleet.toml" in r.stderr and "Traceback" not in r.stderr
     json.dumps(r.stderr)
+
+
+def test_home_assistant_gets_each_devices_own_discovery_and_nothing_spoofed(tmp_path: Path) -> None:
+    """Under the generated ACL a device publishes its own discovery configs (retained), not another
+    device's; the [home_assistant] user reads them and the states they name, and writes nothing."""
+    from edge_device.agent import discovery_messages
+
+    port = free_port()
+    spec = BrokerSpec.model_validate({"devices": [{"id": "greenhouse.1", "password": "pw-1"},
+                                                  {"id": "cam-2", "password": "pw-2"}],
+                                      "home_assistant": {"password": "ha-pw"}})
+    files = write_broker_config(spec, tmp_path / "broker", port=port, bind="127.0.0.1",
+                                run_as="root" if os.geteuid() == 0 else None)
+    assert tomllib.loads(files.credentials.read_text())["home_assistant"] == {"username": "homeassistant",
+                                                                              "password": "ha-pw"}
+    mine = discovery_messages("greenhouse.1", prefix="homeassistant", name=None, model_name="plants")
+    theirs = discovery_messages("cam-2", prefix="homeassistant", name=None, model_name="spoofed")
+    with Mosquitto(tmp_path / "broker", port=port, conf_file=files.conf):
+        dev = RawClient(port, "greenhouse.1", username="greenhouse.1", password="pw-1")
+        for topic, payload in [*mine, *theirs]:
+            dev.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+        dev.publish("edge/greenhouse.1/status", b'{"state": "online"}')
+        ha = RawClient(port, "ha", username="homeassistant", password="ha-pw")
+        ha.publish("homeassistant/sensor/cam-2/label/config", b"{}")  # refused silently: HA writes nothing
+        ha.subscribe("homeassistant/#")
+        ha.subscribe("edge/+/status")
+        wanted = {t for t, p in mine if p}
+        wait_for(lambda: wanted <= {t for t, _ in ha.received}, 20, "the device's retained discovery configs")
+        dev.publish("edge/greenhouse.1/status", b'{"state": "online", "marker": 1}')
+        wait_for(lambda: any(b"marker" in p for _, p in ha.received), 20, "the device's status")
+        got = {t for t, p in ha.received if t.startswith("homeassistant/")}
+        assert got == wanted  # nothing of cam-2's, nothing HA wrote, no empty clears left retained
+        assert all(json.loads(p)["device"]["model"] == "plants" for t, p in ha.received if t in wanted)
+        dev.close()
+        ha.close()
