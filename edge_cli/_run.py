@@ -161,7 +161,9 @@ def run_cmd(bundle: Path, source: str, outputs: tuple[str, ...], top_k: int | No
         # the counts, not stats.as_dict(): its latency percentiles (np.percentile imports numpy.ma,
         # 3.4 MiB and ~8 ms) are not printed here
         click.echo(f"{stats.frames} frame(s), {stats.errors} error(s), {stats.dropped} dropped, "
-                   f"{round(stats.fps, 2)} fps on {model.backend_name}", err=True)
+                   f"{round(stats.fps, 2)} fps on {model.backend_name}"
+                   + (f" ({stats.model_workers} worker processes, one thread each)" if stats.model_workers else ""),
+                   err=True)
         for line in summary_lines(counted):
             click.echo(line, err=True)
         if annotated is not None:

@@ -7,10 +7,12 @@
 - Sinks run on their own thread behind a bounded queue, so a slow disk never stalls inference
   for long, and a full queue applies back-pressure rather than growing without bound.
 - The model can be swapped between two frames (``swap_model``): the update path of the agent.
-- Cores are split, not over-subscribed: over many image files or a video, when nobody fixed the
-  inference threads, half the cores decode (worker processes for files, threads for video) and the
-  rest infer (``_inference_threads``). JPEGs are decoded at reduced size and large video frames
-  shrunk by an integer factor first when the model input is small (not for detection).
+- Cores are used, not over-subscribed: over many image files, when nobody fixed the inference
+  threads, each core gets a worker process that runs the whole model on one thread (decode,
+  preprocess, infer, postprocess: ``_model_workers``), and this process only orders and writes the
+  records. Over a video, half the cores decode (threads) and the rest infer
+  (``_inference_threads``). JPEGs are decoded at reduced size and large video frames shrunk by an
+  integer factor first when the model input is small (not for detection).
 - Tabular rows from a file are inferred in batches when the model takes one; each record is the
   same whatever batch its row fell in.
 """
@@ -34,7 +36,7 @@ import numpy as np
 from ._errors import EdgeError, SinkError
 from ._imaging import ImagePreprocessor, decode_image
 from ._manifest import Preprocess, TensorSpec
-from ._model import Model, _image_size
+from ._model import Model, Prediction, _image_size
 from ._record import Record, error_record, make_record
 from ._sinks import Sink
 from .sources import Frame, ImageFilesSource, Source, TabularSource, VideoFileSource
@@ -82,6 +84,48 @@ def _decode_file(path: str) -> tuple[np.ndarray | None, str | None, float, tuple
     return x, None, (time.perf_counter() - t0) * 1000, size
 
 
+# Workers that run the whole model, one inference thread each (see ``Pipeline._model_workers``).
+_WORKER_MODEL: Model | None = None
+
+
+def _init_model_worker(model: Model, reduce: bool) -> None:
+    """In a forked worker: its own backend for ``model``'s bundle (already opened and verified by
+    the parent), on one thread. The parent's backend, inherited by fork, is never used or closed
+    here: an interpreter's thread pool does not survive fork (its threads are not copied)."""
+    global _WORKER_MODEL, _WORKER_REDUCE
+    _WORKER_MODEL = Model.load(model.bundle, backend=model.backend_name, threads=1)
+    _WORKER_REDUCE = reduce
+
+
+@dataclass
+class _Predicted:
+    """What a model worker sends back for one file: the prediction (its latency_ms set) or the
+    error, and the image's size in the file."""
+
+    pred: Prediction | None
+    error: str | None
+    size: tuple[int, int] | None
+
+
+def _predict_file(path: str) -> _Predicted:
+    m = _WORKER_MODEL
+    assert m is not None
+    t0 = time.perf_counter()
+    try:
+        image, size = decode_image(path, reduce_for=m.image_preprocessor if _WORKER_REDUCE else None)
+        tensors = m.preprocess(image)
+        t1 = time.perf_counter()
+        outs = m.infer(tensors)
+        t2 = time.perf_counter()
+        pred = m.postprocess(outs, image_size=size)
+    except EdgeError as exc:
+        return _Predicted(None, str(exc), None)
+    t3 = time.perf_counter()
+    pred.latency_ms = {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
+                       "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)}
+    return _Predicted(pred, None, size)
+
+
 def _cores() -> int:
     """Cores this process may run on (a cgroup or taskset may allow fewer than the machine has)."""
     try:
@@ -99,6 +143,8 @@ class PipelineStats:
     elapsed_s: float = 0.0
     interrupted: bool = False
     latencies_ms: list[float] = field(default_factory=list)
+    #: worker processes that ran the whole model (0: inference ran in this process)
+    model_workers: int = 0
 
     @property
     def fps(self) -> float:
@@ -119,6 +165,8 @@ class _Prepared:
     tensors: list[np.ndarray] | None = None
     error: str | None = None
     preprocess_ms: float = 0.0
+    #: already predicted by a model worker (with ``model``)
+    pred: Prediction | None = None
 
 
 class _SinkWriter:
@@ -319,6 +367,33 @@ class Pipeline:
             return None  # too few files to repay decode processes: nothing to give the cores to
         return target
 
+    def _model_workers(self) -> int:
+        """Worker processes that each run the whole model on one inference thread, for a run over
+        image files (0: none). Chosen when nobody fixed the inference threads nor the decoding, on
+        a machine with 2 cores or more, over enough files to repay starting them: one per core (up
+        to 8, or ``workers`` when the caller chose them). Each holds a copy of the model.
+
+        Measured on 2 cores (scripts/bench_throughput.py, README): a worker per core beats both one
+        process inferring on 2 threads beside decoding threads and the split of one core decoding
+        while the other infers, because nothing then waits: a core whose file decodes slowly does
+        not hold up the other, and no inference thread shares its core or the GIL."""
+        if self.decode != "auto" or self.on_frame is not None or self.predictor is not None:
+            return 0
+        settings = self._model.settings
+        if settings is None or settings.threads_fixed:
+            return 0
+        if self._model.manifest.preprocess.kind != "image" or not isinstance(self.source, ImageFilesSource):
+            return 0
+        cores = _cores()
+        n = len(self.source) if self.limit is None else min(len(self.source), self.limit)
+        if cores < 2 or n < _PROCESS_MIN_FILES:
+            return 0
+        import multiprocessing  # only here: see _use_processes
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return 0
+        return max(1, min(cores, self.workers)) if self._workers_given else min(cores, 8)
+
     def _run_files(self, writer: _SinkWriter) -> None:
         if (isinstance(self.source, TabularSource) and self.predictor is None and self.on_frame is None
                 and self._model.image_preprocessor is None):
@@ -337,7 +412,7 @@ class Pipeline:
                     first.set_threads(restore)
             return
         split_model, restore = self._model, self._model.backend.threads
-        threads = self._inference_threads()
+        threads = None if self._model_workers() else self._inference_threads()
         if threads is not None:
             log.info("inference on %d thread(s), decoding on the other core(s)", threads)
             split_model.set_threads(threads)
@@ -358,12 +433,25 @@ class Pipeline:
     def _run_files_with(self, writer: _SinkWriter, spare: int) -> None:
         pool: Executor
         single = self._single_file()
-        procs = not single and self._use_processes()
+        n_model = 0 if single else self._model_workers()
+        procs = not single and not n_model and self._use_processes()
         # as many decode workers as inference leaves cores for, unless the caller chose
         workers = self.workers if self._workers_given or spare < 1 else max(1, min(self.workers, spare))
         prefetch = self.prefetch if self._prefetch_given else max(4, workers * 2)
+        retired: list[Executor] = []
+        pool_model = self._model
         if single:
             pool = _InlineExecutor()
+        elif n_model:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork (see below); the model goes to the workers by inheritance, not pickled
+            pool = ProcessPoolExecutor(n_model, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_init_model_worker,
+                                       initargs=(pool_model, pool_model.reduced_decode))
+            self.stats.model_workers = n_model
+            log.info("%d worker process(es), each running the model on one thread", n_model)
         elif procs:
             m = self._model
             n = max(1, min(workers, (os.cpu_count() or 2) - 1))
@@ -401,7 +489,22 @@ class Pipeline:
                         exhausted = True
                         break
                     fut: Future[Any]
-                    if procs and frame.error is None:
+                    if n_model and self._model is not pool_model:
+                        # the model was swapped: the workers hold the old one, so the rest runs
+                        # here (what they already took is redone with the new model in _finish)
+                        log.info("model swapped: inference moves back into this process")
+                        pool.shutdown(wait=False)
+                        retired.append(pool)
+                        n_model, pool = 0, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                    if n_model and frame.error is None:
+                        try:
+                            fut = pool.submit(_predict_file, frame.source)
+                        except BrokenExecutor:
+                            log.warning("model workers died; running the model in this process from here on")
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            n_model, pool = 0, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                            fut = pool.submit(self._prepare, frame, self._model)
+                    elif procs and frame.error is None:
                         try:
                             fut = pool.submit(_decode_file, frame.source)
                         except BrokenExecutor:  # BrokenProcessPool (a thread pool without initializer never breaks)
@@ -421,6 +524,8 @@ class Pipeline:
             for _, _, f in pending:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            for old in retired:
+                old.shutdown(wait=True, cancel_futures=True)
             close = getattr(it, "close", None)
             if close is not None:
                 close()
@@ -512,6 +617,12 @@ class Pipeline:
             return self._prepare(frame, model)
         if isinstance(res, _Prepared):
             return res
+        if isinstance(res, _Predicted):
+            if res.error is not None:
+                return _Prepared(frame, error=res.error)
+            if res.size is not None:
+                frame.meta["image_size"] = res.size
+            return _Prepared(frame, model, pred=res.pred)
         tensor, error, ms, size = res
         if error is not None:
             return _Prepared(frame, error=error)
@@ -538,12 +649,14 @@ class Pipeline:
         if prep.error is None and prep.model is not model:
             # Prepared for a model that was swapped out meanwhile: its preprocessing may differ.
             prep = self._prepare(frame, model)
-        if prep.error is not None or prep.tensors is None:
+        if prep.error is not None or (prep.tensors is None and prep.pred is None):
             rec = error_record(model, frame, prep.error or "frame could not be prepared")
             self.stats.errors += 1
         else:
             try:
-                if self.predictor is not None:
+                if prep.pred is not None:
+                    rec = make_record(model, frame, prep.pred)
+                elif self.predictor is not None and prep.tensors is not None:
                     frame.meta["preprocess_ms"] = prep.preprocess_ms  # for the predictor's latency_ms
                     rec = self.predictor(model, frame, prep.tensors)
                 else:

@@ -1,5 +1,5 @@
-"""The fast paths of the pipeline give the records the plain paths give: reduced JPEG decoding, the
-split of cores between inference and decode processes, video frames read ahead, batched rows."""
+"""The fast paths of the pipeline give the records the plain paths give: reduced JPEG decoding, a
+worker process per core running the model, video frames read ahead, batched rows."""
 
 from __future__ import annotations
 
@@ -67,15 +67,19 @@ def test_png_and_small_images_are_decoded_in_full(mobilenet_bundle: Path,
         assert np.array_equal(arr, load_image(p)) and size == (arr.shape[1], arr.shape[0])
 
 
-def test_the_cores_are_split_when_nobody_fixed_the_threads(mobilenet_bundle: Path, tmp_path: Path,
-                                                           reference_images: dict[str, Path],
-                                                           hd_jpegs: dict[str, Path]) -> None:
-    d = tmp_path / "many"
+def _many_files(d: Path, files: list[Path], n: int) -> Path:
     d.mkdir()
-    files = [*reference_images.values(), *hd_jpegs.values()]
-    for i in range(pipeline_module._PROCESS_MIN_FILES + 6):
+    for i in range(n):
         p = files[i % len(files)]
-        os.link(p, d / f"{i:03d}{p.suffix}")
+        os.link(p, d / f"{i:03d}_{p.name}")
+    return d
+
+
+def test_each_core_runs_the_model_when_nobody_fixed_the_threads(mobilenet_bundle: Path, tmp_path: Path,
+                                                                 reference_images: dict[str, Path],
+                                                                 hd_jpegs: dict[str, Path]) -> None:
+    n = pipeline_module._PROCESS_MIN_FILES + 6
+    d = _many_files(tmp_path / "many", [*reference_images.values(), *hd_jpegs.values()], n)
     (d / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really")
 
     m = Model.load(mobilenet_bundle, backend="litert")  # threads from the device profile
@@ -83,27 +87,57 @@ def test_the_cores_are_split_when_nobody_fixed_the_threads(mobilenet_bundle: Pat
     before = m.backend.threads
     seen: list[int | None] = []
     sink = ListSink()
-    split = Pipeline(m, ImageFilesSource(d), [sink])
-    split.on_record = lambda rec: seen.append(split.model.backend.threads)
-    stats = split.run()
+    workers = Pipeline(m, ImageFilesSource(d), [sink])
+    workers.on_record = lambda rec: seen.append(workers.model.backend.threads)
+    stats = workers.run()
     cores = pipeline_module._cores()
-    if cores >= 2 and (before or cores) >= cores:
-        assert set(seen) == {max(1, min(before or cores, cores - max(1, cores // 2)))}
-    assert m.backend.threads == before, "the model gets its threads back after the run"
-    assert stats.frames == pipeline_module._PROCESS_MIN_FILES + 6 and stats.errors == 1
+    assert stats.model_workers == (min(cores, 8) if cores >= 2 else 0)
+    assert set(seen) == {before}, "this process's model is left alone: the workers run their own"
+    assert stats.frames == n and stats.errors == 1
+    assert "zz_broken.jpg" in sink.records[-1]["source"] and "not an image" in sink.records[-1]["error"]
 
-    # the plain path: threads fixed by the caller, frames decoded in full in threads of this process
+    # the plain path: threads fixed by the caller, frames decoded in threads of this process
     fixed = Model.load(mobilenet_bundle, backend="litert", threads=before)
     assert fixed.settings is not None and fixed.settings.threads_fixed
     plain = ListSink()
-    fixed.reduced_decode = False
-    Pipeline(fixed, ImageFilesSource(d), [plain], decode="thread").run()
-    assert fixed.backend.threads == before
-    labels = [(r["source"], r["frame"], (r.get("top_k") or [{}])[0].get("label"), "error" in r) for r in sink.records]
-    assert labels == [(r["source"], r["frame"], (r.get("top_k") or [{}])[0].get("label"), "error" in r)
-                      for r in plain.records]
+    plain_stats = Pipeline(fixed, ImageFilesSource(d), [plain], decode="thread").run()
+    assert plain_stats.model_workers == 0
+    # the same model file, the same (reduced) decoding: the same records, scores included
+    assert _same(sink.records) == _same(plain.records)
     m.close()
     fixed.close()
+
+
+def test_a_swap_during_a_run_on_model_workers_loses_nothing(mobilenet_bundle: Path, mobilenet_tflite: Path,
+                                                            imagenet_labels: list[str], tmp_path: Path,
+                                                            reference_images: dict[str, Path]) -> None:
+    """The workers hold the old model: from the swap on, every record is the new model's (frames the
+    workers had already taken are redone here), each frame once and in order."""
+    from edge_runtime import make_bundle
+
+    if pipeline_module._cores() < 2:
+        pytest.fail("this test needs 2 cores (model workers run only where there are 2 or more)")
+    n = pipeline_module._PROCESS_MIN_FILES + 16
+    d = _many_files(tmp_path / "many", list(reference_images.values()), n)
+    m = Model.load(mobilenet_bundle, backend="litert")
+    v2 = Model.load(make_bundle(mobilenet_tflite, tmp_path / "v2", name="mobilenet_v2", version=2,
+                                labels=imagenet_labels), backend="litert")
+    sink = ListSink()
+    pipe = Pipeline(m, ImageFilesSource(d), [sink])
+
+    def on_record(rec: dict[str, Any]) -> None:
+        if rec["frame"] == 9:
+            pipe.swap_model(v2)
+
+    pipe.on_record = on_record
+    stats = pipe.run()
+    assert stats.model_workers >= 2
+    assert [r["frame"] for r in sink.records] == list(range(n))
+    assert [r["model"]["version"] for r in sink.records] == [1] * 10 + [2] * (n - 10)
+    by_name = {Path(r["source"]).name[4:]: r["top_k"][0]["label"] for r in sink.records}
+    assert by_name == {name: MOBILENET_REFERENCE[name][0] for name in reference_images}
+    m.close()
+    v2.close()
 
 
 def test_video_frames_read_ahead_keep_every_frame_in_order(mobilenet_bundle: Path, tmp_path: Path,
