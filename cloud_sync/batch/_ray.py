@@ -26,7 +26,7 @@ from ._errors import BatchError
 from ._inputs import InputItem
 from ._predictor import ROW_COLUMNS, BatchPredictor, PredictorSpec, Row
 
-__all__ = ["RayEngine"]
+__all__ = ["RayEngine", "plan_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ def _row_schema() -> Any:
         ("top_score", pa.float64()), ("detections", pa.string()), ("values", pa.string()),
         ("latency_ms", pa.float64()), ("error", pa.string()), ("record", pa.string()),
     ])
+
+
+def plan_blocks(n: int, batch_size: int, workers: int) -> int:
+    """How many blocks (Ray Data tasks, one predictor call each) ``n`` inputs are cut into: blocks of
+    at most ``batch_size`` rows, and at least one per worker when there are enough inputs, so that a
+    small job still keeps every actor busy (Ray Data warns "the operator only received 1 input(s)"
+    and leaves actors idle otherwise)."""
+    return max(1, -(-n // batch_size), min(n, workers))
 
 
 class _RayPredictor:
@@ -106,13 +114,19 @@ class RayEngine:
             # A cluster (named, or a session the caller opened) may run actors on other machines:
             # the bundle travels with them as bytes. Only a Ray of our own shares our files for sure.
             spec = spec.packed()
-        bs = self.options.batch_size
+        blocks = plan_blocks(len(items), self.options.batch_size, self.options.workers)
+        # Only keys travel: each actor reads, decodes, preprocesses and infers its own inputs.
         ds: Any = self._ray.data.from_items([{"key": it.key, "frame": it.frame} for it in items],
-                                       override_num_blocks=max(1, -(-len(items) // bs)))
-        # A fixed pool of `workers` actors (what `concurrency=N` meant before Ray 2.51), each with
-        # `threads` CPUs reserved for its model's inference threads.
-        pool = ActorPoolStrategy(size=self.options.workers)
-        ds = ds.map_batches(_RayPredictor, fn_constructor_kwargs={"spec": spec}, batch_size=bs,
+                                       override_num_blocks=blocks)
+        # A fixed pool of actors (what `concurrency=N` meant before Ray 2.51), each with `threads`
+        # CPUs reserved for its model's inference threads; never more actors than blocks (an actor
+        # with nothing to do still costs a process, imports and a model load at start-up). Two
+        # blocks in flight per actor: the next one is already there when the current one is done.
+        pool = ActorPoolStrategy(size=min(self.options.workers, blocks), max_tasks_in_flight_per_actor=2)
+        # batch_size=None: one call (one task) per block, as the blocks were cut. from_items splits
+        # evenly, so a block may be a row short of batch_size, and with batch_size=N Ray Data would
+        # bundle two of them into one task of ~2N rows cut into two calls.
+        ds = ds.map_batches(_RayPredictor, fn_constructor_kwargs={"spec": spec}, batch_size=None,
                             batch_format="pyarrow", compute=pool, num_cpus=threads)
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -48,16 +48,30 @@ class BatchSummary:
     written: int = 0
     errors: int = 0
     elapsed_s: float = 0.0
+    #: seconds from the start until the first rows came back: listing, skipping, starting the
+    #: engine (Ray, its actors) and loading the model; None when nothing ran
+    startup_s: float | None = None
+    #: rows that came back with the first ones (not counted in the steady rate)
+    first_rows: int = 0
     error_samples: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
         return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def steady_rows_per_s(self) -> float:
+        """Rows per second once the first rows were back: the throughput without the start-up."""
+        if self.startup_s is None or self.elapsed_s <= self.startup_s:
+            return 0.0
+        return (self.processed - self.first_rows) / (self.elapsed_s - self.startup_s)
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["elapsed_s"] = round(self.elapsed_s, 3)
+        d["startup_s"] = round(self.startup_s, 3) if self.startup_s is not None else None
         d["rows_per_s"] = round(self.rows_per_s, 2)
+        d["steady_rows_per_s"] = round(self.steady_rows_per_s, 2)
         return d
 
 
@@ -114,6 +128,9 @@ def run_batch(
                 last_flush = time.monotonic()
 
             for rows in eng.run(pending, spec):
+                if summary.startup_s is None:
+                    summary.startup_s = time.perf_counter() - started
+                    summary.first_rows = len(rows)
                 buffer.extend(rows)
                 summary.processed += len(rows)
                 for r in rows:

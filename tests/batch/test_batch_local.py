@@ -47,9 +47,15 @@ def test_directory_into_sqlite_then_rerun_writes_nothing(mobilenet_bundle: Path,
     rows = read_rows(out)
     _check_good_rows(rows, 20)
     assert {r["source_key"] for r in rows} == {str(p) for p in images.iterdir()}
+    # the start-up (until the first rows) is reported apart from the steady rate
+    assert first.startup_s is not None and 0 <= first.startup_s <= first.elapsed_s
+    assert 0 < first.first_rows <= 20
+    d = first.as_dict()
+    assert d["startup_s"] is not None and "steady_rows_per_s" in d
 
     again = run_batch(mobilenet_bundle, str(images), out)
     assert (again.already_done, again.processed, again.written) == (20, 0, 0)
+    assert again.startup_s is None and again.steady_rows_per_s == 0.0
     assert read_rows(out) == rows  # untouched, not rewritten
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,26 @@ def test_ray_into_postgresql_and_parquet(ray_session: None, mobilenet_bundle: Pa
         assert _comparable(read_rows(out)) == local_rows, out
 
 
+def test_blocks_are_at_most_a_batch_and_at_least_one_per_worker() -> None:
+    from cloud_sync.batch._ray import plan_blocks
+
+    assert plan_blocks(2000, 16, 2) == 125
+    assert plan_blocks(21, 4, 2) == 6
+    # fewer inputs than a batch: still one block per worker, so that no actor is left idle
+    assert plan_blocks(3, 4, 2) == 2
+    assert plan_blocks(1, 4, 2) == 1
+    assert plan_blocks(0, 16, 2) == 1
+
+
 def test_ray_resumes_a_partial_output(ray_session: None, mobilenet_bundle: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     make_images(src, 12)
     out = str(tmp_path / "preds.parquet")
-    run_batch(mobilenet_bundle, str(src / "cat-*.png"), out, engine="ray", options=_ray(), threads=1)
+    with warnings.catch_warnings():
+        # 3 inputs, 2 workers, batches of 4: two blocks, not one that leaves an actor idle
+        warnings.filterwarnings("error", message=".*only received.*input")
+        first = run_batch(mobilenet_bundle, str(src / "cat-*.png"), out, engine="ray", options=_ray(), threads=1)
+    assert first.written == 3
     summary = run_batch(mobilenet_bundle, str(src), out, engine="ray", options=_ray(), threads=1)
     assert (summary.inputs, summary.already_done, summary.written) == (12, 3, 9)
     rows = read_rows(out)
