@@ -122,7 +122,7 @@ def _pipeline(src: Source, name: str, out: Path, opts: ConvertOptions, measure: 
     float_path = src.export(ext, work / f"float.{ext}", data=rows)
     desc = describe_model(float_path)
     layout = src.layout(ext)
-    spec = desc.inputs[0] if layout is None else desc.inputs[0].model_copy(update={"layout": layout})
+    spec = desc.inputs[0] if layout is None else desc.inputs[0].replace(layout=layout)
     preprocess = opts.preprocess or src.default_preprocess(ext) or Preprocess(kind="image")
     _check_preprocess(preprocess, spec, calib, eval_set)
     for data in (calib, eval_set):

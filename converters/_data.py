@@ -265,7 +265,7 @@ def sample_tensor(sample: Sample, preprocess: Preprocess | None, spec: TensorSpe
             raise CalibrationError(f"{sample.path}: images need image preprocessing; the model's input "
                                    f"{spec.name!r} {spec.shape} takes tensors (pass a .npy instead)")
         try:
-            pre = ImagePreprocessor(preprocess, spec.model_copy(update={"dtype": "float32", "quantization": None}))
+            pre = ImagePreprocessor(preprocess, spec.replace(dtype="float32", quantization=None))
             return pre(load_image(sample.path))
         except DecodeError as exc:
             raise CalibrationError(str(exc)) from exc

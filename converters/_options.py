@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from device_profiles.checked import Invalid
 from edge_runtime import Preprocess
 
 __all__ = ["QUANT_MODES", "ConvertOptions", "QuantMode", "parse_preprocess", "parse_quantize", "parse_shape"]
@@ -135,4 +136,10 @@ def parse_preprocess(value: str) -> Preprocess:
             fields["scale"] = float(val)
         else:
             fields[key] = val
-    return Preprocess.model_validate(fields)
+    try:
+        return Preprocess.from_dict(fields)
+    except Invalid as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(k) for k in first["loc"])
+        raise ValueError(f"preprocess {where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}"
+                         ) from exc

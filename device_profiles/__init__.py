@@ -5,7 +5,8 @@
 >>> profile.backends, profile.threads      # e.g. ('litert', 'onnxruntime', 'opencv-dnn'), 4
 
 Code asks the profile for what it needs (backends, threads, quantization, camera, budgets); it
-never tests a device name. Importing this package loads only pydantic and the standard library.
+never tests a device name. Importing this package loads only the standard library: profiles are
+:mod:`device_profiles.checked` records (validated dataclasses), not pydantic models.
 
 Errors::
 

@@ -125,7 +125,7 @@ class Detection:
             "memory_mb": self.memory_mb,
             "memory_ceiling_mb": self.memory_ceiling_mb,
             "evidence": dict(self.evidence),
-            "profile": self.profile.model_dump(mode="json"),
+            "profile": self.profile.to_dict(json=True),
         }
 
 

@@ -10,23 +10,14 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
-
 from ._errors import ProfileFormatError, ProfileNotFoundError
+from .checked import Check, Checked, Invalid, dotted
 
 __all__ = [
     "Arch",
@@ -47,15 +38,21 @@ Arch = Literal["aarch64", "armv7l", "x86_64"]
 #: A backend name as the runtime's backend registry (edge_runtime.backends.BACKEND_NAMES) spells it. Profiles
 #: sit below the runtime and cannot import its registry; tests/device_profiles checks every shipped profile
 #: against it, and the runtime skips a name it does not know.
-BackendName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")]
+BackendName = Annotated[str, Check(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")]
 Quantization = Literal["int8", "fp16", "dynamic", "none"]
 CameraKind = Literal["picamera2", "usb", "android", "none"]
 
 # Lowercase words joined by "-" (or "_", as in x86_64); also keeps names safe as file names.
 _NAME_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 
+# Profile and DetectRules are checked records (device_profiles.checked: frozen dataclasses validated with the
+# standard library), not pydantic models: detection reads every shipped profile on a device's start.
+# They accept what TOML gives natively (no "4" for an int, no true for a number, no nan or inf);
+# tests/device_profiles/test_profiles_differential.py proves them equal to the pydantic models they replaced.
 
-class DetectRules(BaseModel):
+
+@dataclass(frozen=True, init=False, kw_only=True)
+class DetectRules(Checked):
     """How detection recognises the machine a profile is for (the ``[detect]`` table).
 
     A profile is a candidate only when the machine's architecture equals the profile's ``arch``
@@ -64,9 +61,7 @@ class DetectRules(BaseModel):
     the most specific one); otherwise the ``fallback`` profile of that architecture is used.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    systems: tuple[str, ...] = Field(default=("Linux",), min_length=1)
+    systems: Annotated[tuple[str, ...], Check(min_length=1)] = ("Linux",)
     """``platform.system()`` values this profile runs on (compared case-insensitively)."""
     models: tuple[str, ...] = ()
     """Substrings of the board model (device-tree ``model``, cpuinfo ``Model``) that identify it."""
@@ -75,101 +70,94 @@ class DetectRules(BaseModel):
     fallback: bool = False
     """Used for its architecture when no more specific profile matches."""
 
-    @field_validator("models")
     @classmethod
-    def _models_not_blank(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_models(cls, value: tuple[str, ...], valid: dict[str, Any]) -> tuple[str, ...]:
         # An empty pattern would be a substring of every model and silently match any board.
         if any(not m.strip() for m in value):
             raise ValueError("model strings must not be empty")
         return value
 
-    @field_validator("fallback")
     @classmethod
-    def _fallback_is_generic(cls, value: bool, info: ValidationInfo) -> bool:
+    def _check_fallback(cls, value: bool, valid: dict[str, Any]) -> bool:
         # A fallback catches whatever nothing else matched; giving it board models would make
         # it both specific and generic, and detection could no longer explain its choice.
-        if value and info.data.get("models"):
+        if value and valid.get("models"):
             raise ValueError("a fallback profile matches by architecture only; remove its models")
         return value
 
 
-class Profile(BaseModel):
+@dataclass(frozen=True, init=False, kw_only=True)
+class Profile(Checked):
     """One kind of device: what it is and how the runtime should run models on it.
 
     Immutable: shipped profiles are cached and shared, so nobody may change them in place.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=_NAME_RE.pattern)
+    name: Annotated[str, Check(pattern=_NAME_RE.pattern)]
     """Identifier, equal to the file name without ``.toml`` (e.g. ``rpi-4b``)."""
-    title: str = Field(min_length=1)
+    title: Annotated[str, Check(min_length=1)]
     """Human name, e.g. ``Raspberry Pi 4 Model B``."""
     description: str = ""
     arch: Arch
     """Python's view of the machine: ``aarch64``, ``armv7l`` (32-bit ARM userland) or ``x86_64``."""
-    cpu: str = Field(min_length=1)
+    cpu: Annotated[str, Check(min_length=1)]
     """SoC and cores, e.g. ``Broadcom BCM2711, 4x Arm Cortex-A72``."""
-    cores: int = Field(ge=1, le=1024)
-    cpu_mhz: int | None = Field(default=None, ge=1)
+    cores: Annotated[int, Check(ge=1, le=1024)]
+    cpu_mhz: Annotated[int | None, Check(ge=1)] = None
     """Nominal clock of the fastest cores."""
-    memory_mb: int = Field(ge=64)
+    memory_mb: Annotated[int, Check(ge=64)]
     """Typical RAM of the device (detection reports the real MemTotal)."""
     memory_options_mb: tuple[int, ...] = ()
     """RAM sizes the device is sold with, if more than one."""
-    os: str = Field(min_length=1)
+    os: Annotated[str, Check(min_length=1)]
     """Recommended operating system."""
-    system_python: str | None = Field(default=None, pattern=r"^3\.\d+$")
+    system_python: Annotated[str | None, Check(pattern=r"^3\.\d+$")] = None
     """Python version the OS ships (None when it varies)."""
     notes: tuple[str, ...] = ()
     """OS, Python and installation notes, one sentence each."""
-    backends: tuple[BackendName, ...] = Field(min_length=1)
+    backends: Annotated[tuple[BackendName, ...], Check(min_length=1)]
     """Backends in order of preference; the runtime uses the first installed one that runs the format."""
-    threads: int = Field(ge=1)
+    threads: Annotated[int, Check(ge=1)]
     """Inference threads to ask the backend for."""
     quantization: Quantization
     """Quantization to build models with for this device."""
     camera: CameraKind
     """The camera stack the device normally has."""
-    latency_budget_ms: float = Field(gt=0)
+    latency_budget_ms: Annotated[float, Check(gt=0)]
     """Target end-to-end latency per frame (preprocess + inference + postprocess)."""
-    memory_ceiling_mb: int = Field(ge=16)
+    memory_ceiling_mb: Annotated[int, Check(ge=16)]
     """Most memory the model and runtime should use, so the OS and camera stack keep the rest."""
     detect: DetectRules | None = None
     """How detection recognises the device; None: used only when named."""
 
-    @field_validator("memory_options_mb")
     @classmethod
-    def _options_include_typical(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
-        typical = info.data.get("memory_mb")
+    def _check_memory_options_mb(cls, value: tuple[int, ...], valid: dict[str, Any]) -> tuple[int, ...]:
+        typical = valid.get("memory_mb")
         if value and typical is not None and typical not in value:
             raise ValueError(f"memory_mb ({typical}) must be one of the memory options {list(value)}")
         if any(v < 64 for v in value):
             raise ValueError("memory options are in MB and must be at least 64")
         return value
 
-    @field_validator("backends")
     @classmethod
-    def _backends_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_backends(cls, value: tuple[str, ...], valid: dict[str, Any]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError(f"backends must not repeat: {list(value)}")
         return value
 
-    @field_validator("threads")
     @classmethod
-    def _threads_fit_cores(cls, value: int, info: ValidationInfo) -> int:
+    def _check_threads(cls, value: int, valid: dict[str, Any]) -> int:
         # More threads than cores only adds contention on these small CPUs.
-        cores = info.data.get("cores")
+        cores = valid.get("cores")
         if cores is not None and value > cores:
             raise ValueError(f"threads ({value}) must not exceed cores ({cores})")
         return value
 
-    @field_validator("memory_ceiling_mb")
     @classmethod
-    def _ceiling_below_memory(cls, value: int, info: ValidationInfo) -> int:
+    def _check_memory_ceiling_mb(cls, value: int, valid: dict[str, Any]) -> int:
         # The ceiling must hold on the smallest variant sold, not just the typical one.
-        sizes = info.data.get("memory_options_mb") or ()
-        typical = info.data.get("memory_mb")
+        sizes = valid.get("memory_options_mb") or ()
+        typical = valid.get("memory_mb")
         smallest = min(sizes) if sizes else typical
         if smallest is not None and value >= smallest:
             raise ValueError(
@@ -182,6 +170,11 @@ class Profile(BaseModel):
 
 
 def _data_dir() -> Traversable:
+    # From a folder (a checkout, an installed wheel), the folder itself: importlib.resources.files()
+    # would import importlib.readers and zipfile on every device start (1.5 ms), for zip imports only.
+    here = Path(__file__).parent / "data"
+    if here.is_dir():
+        return here
     return resources.files("device_profiles").joinpath("data")
 
 
@@ -253,17 +246,17 @@ def parse_profile(raw: bytes, *, name: str, source: str) -> Profile:
     if "name" in data and data["name"] != name:
         raise ProfileFormatError(f"{source}: name: {data['name']!r} differs from the file name {name!r}")
     try:
-        return Profile.model_validate({**data, "name": name})
-    except ValidationError as exc:
+        return Profile.from_dict({**data, "name": name})
+    except Invalid as exc:
         raise ProfileFormatError(f"{source}: {_describe(exc)}") from exc
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: Invalid) -> str:
     """One line naming every bad key, e.g. ``backends[1]: Input should be 'litert', ...``."""
     parts: list[str] = []
-    for err in exc.errors(include_url=False):
+    for err in exc.errors():
         loc = err["loc"]
-        key = _dotted(loc)
+        key = dotted(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
             allowed = _known_keys(loc[:-1])
@@ -278,16 +271,6 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _dotted(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _known_keys(parent: Sequence[int | str]) -> list[str]:
-    model: type[BaseModel] = DetectRules if parent and parent[0] == "detect" else Profile
-    return [k for k in model.model_fields if k != "name"]
+def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
+    model: type[Checked] = DetectRules if parent and parent[0] == "detect" else Profile
+    return [k for k in model.field_names() if k != "name"]

@@ -212,13 +212,13 @@ def bundle_cmd(model: Path, out: Path, labels_file: Path | None, name: str | Non
     b = open_bundle(path, pubkey=key.public_key() if key else None)
     if as_json:
         echo_json({"bundle": str(path), "signed": key is not None,
-                   "manifest": b.manifest.model_dump(mode="json", by_alias=True)})
+                   "manifest": b.manifest.to_dict(json=True)})
     else:
         m = b.manifest
         click.echo(f"wrote {path}: {m.name} v{m.version} ({m.format}, {len(m.files)} files, "
                    f"{'signed' if key else 'unsigned'}, {len(m.samples)} sample(s) checked, "
                    f"expires {m.expires or 'never'})")
         if m.task == "detection":
-            click.echo(detection_summary(m.model_dump(mode="json", by_alias=True), len(b.labels())))
+            click.echo(detection_summary(m.to_dict(json=True), len(b.labels())))
     _policy_note(b.manifest.samples, b.manifest.expires, key is not None)
     b.close()

@@ -37,8 +37,8 @@ def inspect_cmd(target: Path, as_json: bool, no_verify: bool) -> None:
             "kind": "bundle",
             "path": str(target),
             "format": m.format,
-            "inputs": [t.model_dump() for t in m.inputs],
-            "outputs": [t.model_dump() for t in m.outputs],
+            "inputs": [t.to_dict() for t in m.inputs],
+            "outputs": [t.to_dict() for t in m.outputs],
             "signed": b.signature is not None,
             "hashes_verified": not no_verify,
             "labels": len(b.labels()),
@@ -53,8 +53,8 @@ def inspect_cmd(target: Path, as_json: bool, no_verify: bool) -> None:
             "format": d.format,
             "size": d.size,
             "described_by": d.library,
-            "inputs": [t.model_dump() for t in d.inputs],
-            "outputs": [t.model_dump() for t in d.outputs],
+            "inputs": [t.to_dict() for t in d.inputs],
+            "outputs": [t.to_dict() for t in d.outputs],
             "detection": _detection_guess(d),
         }
     if as_json:
@@ -98,7 +98,7 @@ def _print_text(data: dict[str, Any]) -> None:
     for kind in ("inputs", "outputs"):
         click.echo(f"{kind}:")
         for t in data[kind]:
-            click.echo("  " + _tensor_line(TensorSpec.model_validate(t)))
+            click.echo("  " + _tensor_line(TensorSpec.from_dict(t)))
 
 
 def _detection_guess(d: ModelDescription) -> dict[str, Any] | None:

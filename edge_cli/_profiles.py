@@ -55,7 +55,7 @@ def list_cmd(as_json: bool) -> None:
     """List the shipped profiles, one line each."""
     profiles = list_profiles()
     if as_json:
-        _echo_json([p.model_dump(mode="json") for p in profiles])
+        _echo_json([p.to_dict(json=True) for p in profiles])
         return
     _table(
         ("NAME", "ARCH", "CORES", "MEMORY", "BACKENDS", "THREADS", "QUANT", "CAMERA", "BUDGET", "TITLE"),
@@ -88,7 +88,7 @@ def show_cmd(name: str, as_json: bool) -> None:
     """
     profile = resolve_profile(name)
     if as_json:
-        _echo_json(profile.model_dump(mode="json"))
+        _echo_json(profile.to_dict(json=True))
         return
     _print_profile(profile)
 

@@ -20,10 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from ._errors import BundleError, IntegrityError, ManifestError, SignatureError, UnsafeArchiveError
-from ._manifest import FileEntry, Manifest
+from ._manifest import FileEntry, Invalid, Manifest
 from ._signing import sign_bytes, verify_bytes
 
 if TYPE_CHECKING:
@@ -241,8 +239,8 @@ def parse_manifest(raw: bytes, *, where: str) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: must be a JSON object")
     try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
+        return Manifest.from_dict(data)
+    except Invalid as exc:
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"]) or "(root)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -453,8 +451,8 @@ def write_bundle(
             pp["labels"] = None
             fields["postprocess"] = pp
     try:
-        manifest = Manifest.model_validate(fields)
-    except ValidationError as exc:
+        manifest = Manifest.from_dict(fields)
+    except Invalid as exc:
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise ManifestError(f"cannot build manifest: {loc}: {first['msg']}") from exc

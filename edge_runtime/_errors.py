@@ -27,10 +27,7 @@ them as they are on one line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from typing import Any, TypeVar
 
 __all__ = [
     "BackendError",
@@ -127,10 +124,11 @@ def first_line(exc: BaseException, *, last: bool = False, typed: bool = False) -
 
 
 def describe_validation_error(exc: Any, what: str, *, where: str | None = None, limit: int = 5,
-                              model: type[BaseModel] | None = None,
+                              model: type[Any] | None = None,
                               origins: Mapping[tuple[str, ...], str] | None = None,
                               show_values: bool = False) -> str:
-    """pydantic's ValidationError as one line naming each bad key (the first ``limit``): the one
+    """pydantic's ValidationError (or a record's :class:`device_profiles.checked.Invalid`, which has
+    the same ``errors()``) as one line naming each bad key (the first ``limit``): the one
     formatter of validation errors above ``device_profiles`` (settings, config files, the agent's
     config).
 
@@ -162,33 +160,66 @@ def describe_validation_error(exc: Any, what: str, *, where: str | None = None, 
 
 _SECRET_WORDS = ("token", "password", "secret")
 
-_M = TypeVar("_M", bound="BaseModel")
+_M = TypeVar("_M")
 
 
 def validated(model: type[_M], data: Mapping[str, Any], what: str, error: type[Exception], *,
               where: str | None = None) -> _M:
-    """``model.model_validate(data)``, its ValidationError raised as ``error`` with the message of
+    """``model.model_validate(data)`` (a pydantic model) or ``model.from_dict(data)`` (a record of
+    device_profiles.checked), its validation error raised as ``error`` with the message of
     :func:`describe_validation_error` (settings objects' ``build``, settings files)."""
+    from device_profiles.checked import Checked, Invalid
+
+    if issubclass(model, Checked):
+        try:
+            return model.from_dict(data)
+        except Invalid as exc:
+            raise error(describe_validation_error(exc, what, where=where)) from exc
     from pydantic import ValidationError
 
     try:
-        return model.model_validate(data)
+        return model.model_validate(data)  # type: ignore[attr-defined]
     except ValidationError as exc:
         raise error(describe_validation_error(exc, what, where=where)) from exc
 
 
-def _suggest_key(model: type[BaseModel], loc: tuple[str, ...]) -> str:
-    """For an unknown key at ``loc`` of ``model``: the known key it is closest to, or all of them."""
+def _suggest_key(model: type[Any], loc: tuple[str, ...]) -> str:
+    """For an unknown key at ``loc`` of ``model`` (a pydantic model or a device_profiles record): the
+    known key it is closest to, or all of them."""
     import difflib
 
-    from pydantic import BaseModel
-
-    inner: type[BaseModel] | None = model
+    inner: type[Any] | None = model
     for part in loc[:-1]:
-        field = inner.model_fields.get(part) if inner is not None else None
-        ann = field.annotation if field is not None else None
-        inner = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if inner is None:
+        inner = _nested_model(inner, part) if inner is not None else None
+    keys = _model_keys(inner) if inner is not None else None
+    if not keys:
         return ""
-    close = difflib.get_close_matches(loc[-1], list(inner.model_fields), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(inner.model_fields)})"
+    close = difflib.get_close_matches(loc[-1], keys, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(keys)})"
+
+
+def _model_keys(model: type[Any]) -> list[str] | None:
+    from device_profiles.checked import Checked
+
+    if issubclass(model, Checked):
+        return model.field_names()
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else None
+
+
+def _nested_model(model: type[Any], key: str) -> type[Any] | None:
+    """The model (class) of ``model``'s field ``key`` when that field holds one (``X | None`` too)."""
+    import typing
+
+    from device_profiles.checked import Checked
+
+    if issubclass(model, Checked):
+        ann = model.field_type(key)
+    else:
+        field = getattr(model, "model_fields", {}).get(key)
+        ann = field.annotation if field is not None else None
+    candidates = typing.get_args(ann) or (ann,)
+    for c in candidates:
+        if isinstance(c, type) and (issubclass(c, Checked) or hasattr(c, "model_fields")):
+            return c
+    return None

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._bundle import write_bundle
-from ._errors import BackendUnavailableError, ModelError
-from ._manifest import Postprocess, Preprocess, TensorSpec
+from ._errors import BackendUnavailableError, ManifestError, ModelError
+from ._manifest import Invalid, Postprocess, Preprocess, TensorSpec
 from ._samples import check_samples as run_samples
 from ._samples import load_sample, sample_names
 from ._version import __version__
@@ -123,8 +123,11 @@ def make_bundle(
     desc = describe_model(model_file)
     inputs = desc.inputs
     if layouts:
-        inputs = [i.model_copy(update={"layout": lay}) for i, lay in zip(inputs, layouts, strict=False)] + \
-            inputs[len(layouts):]
+        try:
+            inputs = [i.replace(layout=lay) for i, lay in zip(inputs, layouts, strict=False)] + \
+                inputs[len(layouts):]
+        except Invalid as exc:
+            raise ManifestError(f"cannot build manifest: inputs: layout: {exc.errors()[0]['msg']}") from exc
     pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess(**(preprocess or {}))
     if task in ("tabular", "regression") and preprocess is None:
         pre = Preprocess(kind="none")
@@ -137,10 +140,10 @@ def make_bundle(
         "version": version,
         "task": task,
         "format": desc.format,
-        "inputs": [i.model_dump() for i in inputs],
-        "outputs": [o.model_dump() for o in desc.outputs],
-        "preprocess": pre.model_dump(),
-        "postprocess": post.model_dump(),
+        "inputs": [i.to_dict() for i in inputs],
+        "outputs": [o.to_dict() for o in desc.outputs],
+        "preprocess": pre.to_dict(),
+        "postprocess": post.to_dict(),
         "source": dict(source or {"framework": "external", "file": Path(model_file).name}),
         "quantization": quant,
         "metrics": dict(metrics or {}),
@@ -273,7 +276,7 @@ def detection_settings(
     labels: Iterable[str] | None,
 ) -> tuple[Preprocess, Postprocess, list[str] | None]:
     """Pre/postprocessing and labels of a detection bundle: read from the model (output shapes and
-    names, metadata), every field the caller set explicitly (``model_fields_set``) kept as given.
+    names, metadata), every field the caller set explicitly (``fields_set``) kept as given.
 
     Raises ModelError when the outputs match no known head, naming the shapes and the flags that
     would describe the model.
@@ -310,7 +313,7 @@ def detection_settings(
                              f"{list(shapes[0])} has {classes} classes")
     post_fields: dict[str, Any] = {"head": head, "box_format": box_format, "box_units": box_units,
                                    "labels": "labels.txt" if labels_list is not None else None}
-    post_fields.update({k: getattr(post, k) for k in post.model_fields_set})
+    post_fields.update({k: getattr(post, k) for k in post.fields_set})
     if post_fields.get("labels") is not None and labels_list is None:
         post_fields["labels"] = None
     pre_fields: dict[str, Any] = {}
@@ -324,5 +327,5 @@ def detection_settings(
     elif spec is not None and spec.dtype.startswith("float"):
         # TensorFlow's float SSDs take pixels in [-1, 1]; quantized ones take raw uint8 pixels
         pre_fields = {"mean": [127.5], "std": [127.5]}
-    pre_fields.update({k: getattr(pre, k) for k in pre.model_fields_set})
+    pre_fields.update({k: getattr(pre, k) for k in pre.fields_set})
     return Preprocess(**pre_fields), Postprocess(**post_fields), labels_list

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from device_profiles.checked import Check, Checked, Invalid
 
 from ._detection import BOX_DEFAULTS, BoxFormat, BoxUnits, Head, head_problem, shapes_text
 
@@ -14,6 +15,7 @@ __all__ = [
     "MAX_INPUT_SIDE",
     "MAX_VERSION",
     "FileEntry",
+    "Invalid",
     "Manifest",
     "Postprocess",
     "Preprocess",
@@ -35,36 +37,42 @@ MAX_VERSION = 2**31 - 1
 MAX_INPUT_SIDE = 8192
 Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
 
+# The manifest types are checked records (device_profiles.checked: frozen dataclasses validated on
+# construction with the standard library only), not pydantic models: a device reads a manifest on
+# every start, and pydantic cost a one-image run ~85 ms of CPU and ~11 MiB. They accept what JSON
+# gives natively (no "1" or 1.0 for an int, no true for a number, no NaN or infinity);
+# tests/runtime/test_records_differential.py proves them equal to the pydantic models they replaced.
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Quantization(_Strict):
+@dataclass(frozen=True, init=False, kw_only=True)
+class Quantization(Checked):
     """Affine quantization of one tensor: real = scale * (q - zero_point)."""
 
     scale: float
     zero_point: int
 
-    @field_validator("scale")
     @classmethod
-    def _positive(cls, v: float) -> float:
+    def _check_scale(cls, v: float, valid: dict[str, Any]) -> float:
         if not v > 0:
             raise ValueError("quantization scale must be > 0")
         return v
 
 
-class TensorSpec(_Strict):
+@dataclass(frozen=True, init=False, kw_only=True)
+class TensorSpec(Checked):
     """One model input or output as the model itself declares it."""
 
     name: str
-    shape: list[int] = Field(description="-1 marks a dynamic dimension")
-    dtype: str = Field(description="numpy dtype name, e.g. float32, uint8, int8")
+    #: -1 marks a dynamic dimension
+    shape: list[int]
+    #: numpy dtype name, e.g. float32, uint8, int8
+    dtype: str
     layout: Layout = "other"
     quantization: Quantization | None = None
 
 
-class Preprocess(_Strict):
+@dataclass(frozen=True, init=False, kw_only=True)
+class Preprocess(Checked):
     """How a raw input becomes the model's input tensor.
 
     For images: decode to RGB, optionally swap to BGR, resize to ``size`` (width, height) with
@@ -83,28 +91,27 @@ class Preprocess(_Strict):
     std: list[float] | None = None
     scale: float = 1.0
     #: gray level (0-255) of the border a letterbox resize adds (Ultralytics models: 114)
-    pad_value: int = Field(default=0, ge=0, le=255)
+    pad_value: Annotated[int, Check(ge=0, le=255)] = 0
 
-    @model_validator(mode="after")
-    def _check(self) -> Preprocess:
+    def _check(self) -> None:
         if self.std is not None and any(s == 0 for s in self.std):
             raise ValueError("preprocess.std must not contain 0")
-        for field in ("mean", "std"):
-            v = getattr(self, field)
+        for name in ("mean", "std"):
+            v = getattr(self, name)
             if v is not None and len(v) not in (1, 3):
-                raise ValueError(f"preprocess.{field} must have 1 or 3 values, got {len(v)}")
+                raise ValueError(f"preprocess.{name} must have 1 or 3 values, got {len(v)}")
         if self.size is not None and (self.size[0] <= 0 or self.size[1] <= 0):
             raise ValueError("preprocess.size must be positive")
         if self.size is not None and max(self.size) > MAX_INPUT_SIDE:
             raise ValueError(f"preprocess.size {self.size[0]}x{self.size[1]} is larger than {MAX_INPUT_SIDE} on a side")
-        return self
 
 
-class Postprocess(_Strict):
+@dataclass(frozen=True, init=False, kw_only=True)
+class Postprocess(Checked):
     """How output tensors become results."""
 
     softmax: bool | Literal["auto"] = "auto"
-    top_k: int = Field(default=5, ge=1)
+    top_k: Annotated[int, Check(ge=1)] = 5
     threshold: float = 0.0
     labels: str | None = "labels.txt"
     #: name of the output holding class scores when a model has several (e.g. sklearn's
@@ -119,17 +126,16 @@ class Postprocess(_Strict):
     box_format: BoxFormat | None = None
     box_units: BoxUnits | None = None
     #: detections scoring below this are dropped
-    score_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    score_threshold: Annotated[float, Check(ge=0.0, le=1.0)] = 0.25
     #: a box overlapping a better one of its class with IoU above this is suppressed
-    iou_threshold: float = Field(default=0.45, gt=0.0, le=1.0)
-    max_detections: int = Field(default=100, ge=1, le=10_000)
+    iou_threshold: Annotated[float, Check(gt=0.0, le=1.0)] = 0.45
+    max_detections: Annotated[int, Check(ge=1, le=10_000)] = 100
 
-    @model_validator(mode="before")
     @classmethod
-    def _box_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("head") in BOX_DEFAULTS:
-            fmt, units = BOX_DEFAULTS[data["head"]]
-            data = {**data}
+    def _before(cls, data: dict[str, Any]) -> dict[str, Any]:
+        head = data.get("head")
+        if isinstance(head, str) and head in BOX_DEFAULTS:
+            fmt, units = BOX_DEFAULTS[head]
             if data.get("box_format") is None:
                 data["box_format"] = fmt
             if data.get("box_units") is None:
@@ -137,23 +143,33 @@ class Postprocess(_Strict):
         return data
 
 
-class FileEntry(_Strict):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+@dataclass(frozen=True, init=False, kw_only=True)
+class FileEntry(Checked):
+    sha256: Annotated[str, Check(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Check(ge=0)]
 
 
-class Manifest(_Strict):
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, init=False, kw_only=True)
+class Manifest(Checked):
     """manifest.json of a bundle. ``files`` covers every file of the bundle except the manifest
     and its signature, model included, so a valid signature plus matching hashes proves the whole
-    bundle."""
+    bundle.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    The key ``schema`` is the field ``schema_`` (either name is accepted when making one)."""
 
-    schema_: int = Field(default=MANIFEST_SCHEMA, alias="schema")
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    _aliases: ClassVar[dict[str, str]] = {"schema": "schema_"}
+
+    # (in the order of the pydantic model this replaced: errors are reported in field order; a
+    # record has no generated __init__, so required fields may follow defaulted ones)
+    schema_: int = MANIFEST_SCHEMA
+    name: Annotated[str, Check(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     #: 1 to 2**31-1: a signed 32-bit integer everywhere it is stored (device state, registry, URLs)
-    version: int = Field(ge=1, le=MAX_VERSION)
-    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    version: Annotated[int, Check(ge=1, le=MAX_VERSION)]
+    created: str = field(default_factory=_now)
     expires: str | None = None
     task: Task = "classification"
     format: ModelFormat
@@ -161,27 +177,24 @@ class Manifest(_Strict):
     files: dict[str, FileEntry]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    preprocess: Preprocess = Preprocess()
-    postprocess: Postprocess = Postprocess()
-    source: dict[str, Any] = Field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    postprocess: Postprocess = field(default_factory=Postprocess)
+    source: dict[str, Any] = field(default_factory=dict)
     quantization: str = "none"
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    profiles: list[str] = Field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)
     min_runtime: str = "0.1.0"
-    samples: list[str] = Field(
-        default_factory=list, description="bundle files holding sample inputs for health checks"
-    )
+    #: bundle files holding sample inputs for health checks
+    samples: list[str] = field(default_factory=list)
 
-    @field_validator("schema_")
     @classmethod
-    def _known_schema(cls, v: int) -> int:
+    def _check_schema(cls, v: int, valid: dict[str, Any]) -> int:
         if v > MANIFEST_SCHEMA:
             raise ValueError(f"manifest schema {v} is newer than this runtime understands ({MANIFEST_SCHEMA})")
         return v
 
-    @field_validator("files")
     @classmethod
-    def _safe_names(cls, v: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    def _check_files(cls, v: dict[str, FileEntry], valid: dict[str, Any]) -> dict[str, FileEntry]:
         for name in v:
             if not _is_plain_relative(name):
                 raise ValueError(f"file name {name!r} must be a plain relative path inside the bundle")
@@ -189,8 +202,7 @@ class Manifest(_Strict):
                 raise ValueError(f"{name} must not be listed in files")
         return v
 
-    @model_validator(mode="after")
-    def _model_listed(self) -> Manifest:
+    def _check(self) -> None:
         if self.model not in self.files:
             raise ValueError(f"model file {self.model!r} is not listed in files")
         if self.postprocess.labels is not None and self.task in ("classification", "detection") and (
@@ -205,7 +217,6 @@ class Manifest(_Strict):
             raise ValueError("a model needs at least one input")
         if not self.outputs:
             raise ValueError("a model needs at least one output")
-        return self
 
     def _check_detection(self) -> None:
         head = self.postprocess.head
@@ -224,7 +235,7 @@ class Manifest(_Strict):
     def to_json_bytes(self) -> bytes:
         import json
 
-        return (json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n").encode()
+        return (json.dumps(self.to_dict(json=True), indent=2, sort_keys=True) + "\n").encode()
 
 
 def _is_plain_relative(name: str) -> bool:

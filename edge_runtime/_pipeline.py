@@ -67,8 +67,8 @@ _ROW_BATCH = 256
 
 def _init_decoder(pre_json: str, spec_json: str, reduce: bool = False) -> None:
     global _WORKER_PRE, _WORKER_REDUCE
-    _WORKER_PRE = ImagePreprocessor(Preprocess.model_validate_json(pre_json),
-                                    TensorSpec.model_validate_json(spec_json))
+    _WORKER_PRE = ImagePreprocessor(Preprocess.from_json(pre_json),
+                                    TensorSpec.from_json(spec_json))
     _WORKER_REDUCE = reduce
 
 
@@ -464,8 +464,8 @@ class Pipeline:
 
             pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_init_decoder,
-                                       initargs=(m.manifest.preprocess.model_dump_json(),
-                                                 m.manifest.inputs[0].model_dump_json(),
+                                       initargs=(m.manifest.preprocess.to_json(),
+                                                 m.manifest.inputs[0].to_json(),
                                                  m.reduced_decode))
         else:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="prep")

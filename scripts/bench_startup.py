@@ -45,22 +45,36 @@ one import or step (RSS and CPU):
   does not need: 1.2 MiB, ~7 ms), difflib, and ``importlib.metadata.version`` of LiteRT (~3 ms);
 - tests/cli/test_startup.py fails if a one-image run imports any of them again.
 
-What remains (edge run minus plain, per import, CPU ms / RSS MiB, on this machine):
+What remained after that round (edge run minus plain, per import, CPU ms / RSS MiB, on this machine):
 - pydantic: 85 ms / 11.5 MiB of the ~18 MiB gap: the package 16 / 4.3 (pydantic_core's .so alone is
   3.5 MiB resident), pydantic.main 22 / 2.0, its plugin loader 15 / 2.6 (importlib.metadata, email,
   zipfile, csv, calendar: imported by every model build, even with PYDANTIC_DISABLE_PLUGINS) and
   building the six manifest models 32 / 2.6. ``defer_build`` saves nothing (the run validates a
-  Manifest, which builds them all; 0.2 MiB measured). Without pydantic the run would be ~63.6 MiB
-  (1.11x) and ~0.30 s CPU. Getting there means a manifest (and device-profile) validator that imports
-  no pydantic, proven equal to the pydantic models (one source of truth: generated from them and
-  checked by a test, plus differential tests on hostile manifests): not done in this round.
+  Manifest, which builds them all; 0.2 MiB measured).
 - click 20 / 3.4 and edge_cli's own modules 8 / 1.0: the CLI framework.
 - device_profiles: 10 ms import (two pydantic models) + 4 ms detection (every shipped profile's
   TOML parsed and validated to choose one) / 0.5 MiB.
 - bundle open 13 ms (of which ~11 ms hashing the 3.5 MB model), model load and the one frame
   ~32 ms: the same work as the plain script's ~30 ms.
-So the RSS target (1.3x) is missed by ~0.7 MiB and the CPU/wall targets (1.5x) by ~0.13 s of CPU,
-nearly all of it pydantic and click.
+
+No pydantic on the run path (2026-12-01, second round): the manifest types (edge_runtime._manifest)
+and the device profiles (device_profiles._model) are records of ``device_profiles.checked``, frozen
+dataclasses validated on construction by a ~400-line stdlib validator (types, Literal choices,
+ranges, patterns, unknown keys, nested records, each model's own checks), proven equal to the
+pydantic models they replaced by differential tests on hostile documents
+(tests/runtime/test_records_differential.py, tests/device_profiles/test_profiles_differential.py);
+the profiles' data folder is read as a Path, so importlib.readers/zipfile stay out too.
+tests/cli/test_startup.py fails if a one-image run imports pydantic or pydantic_core again.
+Measured back to back, ``--repeat 9``, bytecode cached, 2 shared cores (load average 2.2-2.8,
+the tree before the change extracted from HEAD and run with the same venv):
+
+    state                             edge run: wall / CPU / RSS     ratios wall / CPU / RSS
+    before (pydantic on the run path) 0.375 s / 0.343 s / 70.1 MiB   1.93x / 1.85x / 1.33x
+    after                             0.258 s / 0.254 s / 59.8 MiB   1.24x / 1.36x / 1.13x
+    plain LiteRT, same runs           0.195-0.208 s / 0.187 s / 52.8-53.0 MiB
+
+Both targets (1.5x wall, 1.3x RSS) are met; CPU 1.36x. What remains is mostly click (~20 ms,
+3.4 MiB), edge_cli's and edge_runtime's own modules, and hashing the model when the bundle opens.
 """
 
 from __future__ import annotations

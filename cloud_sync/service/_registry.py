@@ -142,7 +142,7 @@ class Registry:
         size = archive.stat().st_size
         name, version = manifest.name, manifest.version
         key = f"{name}/{version}/{digest}.tar.gz"
-        manifest_json = manifest.model_dump(mode="json", by_alias=True)
+        manifest_json = manifest.to_dict(json=True)
         # Cheap check before the upload to the store; the unique constraint settles races.
         latest = self.latest_version(name)
         if latest is not None and version <= latest:

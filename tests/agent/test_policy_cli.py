@@ -265,13 +265,13 @@ def test_a_bundle_for_a_newer_runtime_is_refused_by_policy(mobilenet_bundle: Pat
     b = open_bundle(mobilenet_bundle)
     rules: dict[str, Any] = dict(highest=0, bad={}, expected_name=None, require_expiry=False, require_samples=False)
     for ok in ("0.1", "0.1.0", "0.0.9"):
-        check_rules(b.manifest.model_copy(update={"min_runtime": ok}), runtime_version="0.1.0", **rules)
+        check_rules(b.manifest.replace(min_runtime=ok), runtime_version="0.1.0", **rules)
     with pytest.raises(UpdateRefused, match="needs runtime 0.2.0rc1 or newer, this device has 0.1.0") as e:
-        check_rules(b.manifest.model_copy(update={"min_runtime": "0.2.0rc1"}), runtime_version="0.1.0", **rules)
+        check_rules(b.manifest.replace(min_runtime="0.2.0rc1"), runtime_version="0.1.0", **rules)
     assert e.value.reason == "min-runtime" and e.value.policy
     # the verdicts come before the policy: a known-bad version is refused as such
     with pytest.raises(UpdateRefused) as e:
-        check_rules(b.manifest.model_copy(update={"min_runtime": "9"}), **{**rules, "bad": {1: "rolled back"}})
+        check_rules(b.manifest.replace(min_runtime="9"), **{**rules, "bad": {1: "rolled back"}})
     assert e.value.reason == "bad-version" and not e.value.policy
     b.close()
 

@@ -40,8 +40,10 @@ def test_run_to_stdout_imports_no_sqlite(mobilenet_bundle: Path, shared_data: Pa
 
 def test_run_one_image_imports_only_what_it_uses(mobilenet_bundle: Path, shared_data: Path) -> None:
     """One image from a bundle directory: no process pool (multiprocessing), no tar, no OpenSSL for
-    a small model's hash, no PIL drawing, no numpy.ma (the summary's percentiles): each costs start-up
-    time and resident memory (scripts/bench_startup.py)."""
+    a small model's hash, no PIL drawing, no numpy.ma (the summary's percentiles), no pydantic (the
+    manifest and the device profiles are stdlib-validated records): each costs start-up time and resident
+    memory (scripts/bench_startup.py)."""
     args = ["run", str(mobilenet_bundle), "--source", str(shared_data / "images" / "cat.png")]
-    watch = ["multiprocessing", "concurrent.futures.process", "tarfile", "_hashlib", "PIL.ImageDraw", "numpy.ma"]
+    watch = ["multiprocessing", "concurrent.futures.process", "tarfile", "_hashlib", "PIL.ImageDraw", "numpy.ma",
+             "pydantic", "pydantic_core"]
     assert imported(watch, *args) == []

@@ -29,4 +29,4 @@ def test_install_plan_follows_the_registry() -> None:
 
 def test_a_profile_backend_name_must_look_like_one() -> None:
     with pytest.raises(ValueError):
-        Profile.model_validate({**load_profile(list_profiles()[0].name).model_dump(), "backends": ["Not A Name"]})
+        Profile.from_dict({**load_profile(list_profiles()[0].name).to_dict(), "backends": ["Not A Name"]})

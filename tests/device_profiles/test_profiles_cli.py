@@ -49,7 +49,7 @@ def test_show_text(runner):
 def test_show_json_is_the_profile(runner):
     result = runner.invoke(cli, ["profiles", "show", "jetson-nano", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == load_profile("jetson-nano").model_dump(mode="json")
+    assert json.loads(result.output) == load_profile("jetson-nano").to_dict(json=True)
 
 
 def test_show_validates_a_custom_file(runner, tmp_path):

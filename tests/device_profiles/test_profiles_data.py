@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError
 from importlib import resources
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from device_profiles import Profile, list_profiles, load_profile, profile_names, read_profile
 
@@ -124,16 +124,18 @@ def test_no_two_profiles_of_one_architecture_claim_the_same_board():
 
 def test_profiles_are_immutable():
     p = load_profile("rpi-4b")
-    with pytest.raises(ValidationError):
+    with pytest.raises(FrozenInstanceError):
         p.threads = 1  # type: ignore[misc]
     assert load_profile("rpi-4b").threads == 4
 
 
 def test_import_is_light():
-    # Devices import this on every start: pydantic and the standard library only.
+    # Devices import this on every start: the standard library only (no pydantic: ~50 ms and 8 MiB).
     code = (
         "import sys, device_profiles\n"
-        "heavy = [m for m in ('click', 'numpy', 'edge_runtime', 'tomli') if m in sys.modules]\n"
+        "device_profiles.list_profiles()\n"
+        "heavy = [m for m in ('click', 'numpy', 'edge_runtime', 'tomli', 'pydantic', 'pydantic_core')\n"
+        "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     root = Path(__file__).resolve().parents[2]
