@@ -26,26 +26,31 @@ Findings, 2026-12-01, this 2-core x86_64 VM shared with other people's jobs (ray
   per-block logs in the actors), and the driver (Ray Data's executor, iterating, SQLite writes at
   ~0.05 ms a row) plus Ray's processes take 0.9-1.8 ms of CPU per image. Keys only travel (each
   actor reads, decodes and infers its own inputs); there are no read tasks to starve, since
-  from_items cuts the blocks in the driver. On 2 cores that allows ~160 images/s for 2 actors,
-  1.84 x one actor.
+  from_items cuts the blocks in the driver. On 2 idle cores that allows ~165 images/s for 2
+  actors, 1.80-1.84 x one actor.
 - What made 2 actors look no faster than one: start-up and CPU taken by other work. A run pays
   ~2 s (1 actor) to ~2-3.5 s (2 actors: two processes import ray.data, pandas and our code and load
   the model on the same 2 cores) before the first rows; the session's first Ray Data job takes
   4-6 s (Ray Data starts its own actors); `edge batch --engine ray`, with a Ray of its own, pays
   7-9 s (ray.init included; load ~3.5). With --n 100 (load ~4): ray x2 / ray x1 = 0.80 end to
   end although the steady rates were 137 vs 111 images/s. And 2 actors need both cores: each got
-  0.88-0.89 of a core at load ~1.5, 0.62-0.70 when other jobs pushed the load to 2-4; 1 actor or
-  the local engine 0.87-1.0.
-- Measured with --n 2000 --rounds 3, load 1.5-2.8 (1 min) during the runs, 2.23 before:
-  local 92.2 images/s (steady 92.6), ray x1 80.6 (steady 86.7, start-up 1.9 s),
-  ray x2 139.7 (steady 162.2, start-up 2.0 s): ray x2 / ray x1 1.87 steady, 1.73 end to end;
-  ray x1 / local 0.94 steady, 0.87 end to end. The same benchmark with the previous _ray.py
-  (2 rounds, load 1.9-4.4): 1.58 and 0.84 steady, model cpu share of ray x2 0.68, idle-machine
-  ceilings 1.84 and 0.92 as now: for N a multiple of the batch size the task plan was the same.
+  0.83-0.89 of a core in most runs, 0.62-0.70 in the runs where other jobs took the cores (load
+  rising to 3-4.4); 1 actor or the local engine 0.82-1.0.
+- Measured with --n 2000 --rounds 3, twice (18:31 and 18:39 UTC; 1-min load average 1.5-2.8
+  during the first, 2.1-4.2 during the second, 2.2 and 2.6 before each):
+  local 92.2 / 89.7 images/s (steady 92.6 / 90.0), ray x1 80.6 / 76.8 (steady 86.7 / 83.6,
+  start-up 1.9 / 2.0 s), ray x2 139.7 / 131.0 (steady 162.2 / 156.4, start-up 2.0 / 2.6 s):
+  ray x2 / ray x1 1.87 / 1.87 steady, 1.73 / 1.71 end to end (idle-machine ceiling 1.80);
+  ray x1 / local 0.94 / 0.93 steady, 0.87 / 0.86 end to end (ceiling 0.94). Start-up of a fresh
+  Ray (edge batch): 7.9 s with 1 actor, 9.0 s with 2. The same benchmark with the previous
+  _ray.py (2 rounds, load 1.9-4.4): 1.58 and 0.84 steady, cpu share of ray x2 0.68, idle-machine
+  ceilings 1.84 and 0.92: for N a multiple of the batch size its task plan was the same, and the
+  difference is the load. After a Ray run its actors still use ~1 CPU-s while they shut down,
+  which the next run (any configuration) shares the cores with.
 - Fixed in _ray.py: a job of at most (workers - 1) x batch size inputs got fewer blocks than actors
   (Ray Data's "operator only received 1 input(s)", an actor started and loaded for nothing), and
-  with batch_size=N Ray Data bundled two of from_items' N-1-row blocks into one task when N did
-  not divide the inputs evenly; now at least one block per actor, no more actors than blocks, one
+  with batch_size=N Ray Data bundled two of from_items' N-1-row blocks into one task when the
+  inputs were not a multiple of N; now at least one block per actor, no more actors than blocks, one
   task per block. --batch-size 64 cuts the actors' idle time between blocks from ~3-4 % to <1 %.
 """
 
