@@ -4,6 +4,7 @@ session for the whole module (2 CPUs, 200 MB object store)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -28,7 +29,7 @@ def ray_session() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in S3_TEST_CREDENTIALS}
     os.environ.update(S3_TEST_CREDENTIALS)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
-             log_to_driver=False, logging_level="WARNING")
+             log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield
     finally:
