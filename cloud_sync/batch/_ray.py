@@ -1,9 +1,10 @@
 """The Ray engine: Ray Data over a pool of actors, each holding one loaded model.
 
 The driver turns the pending inputs into a dataset of keys (``ray.data.from_items``, one block per
-batch) and maps it with ``map_batches(_RayPredictor, concurrency=workers, num_cpus=threads)``: Ray
-starts ``workers`` actors, each loads (and verifies) the bundle once, and each batch of keys comes
-back as an Arrow table of rows, read, decoded and predicted on the actor. The driver iterates the
+batch, at least one per worker: ``plan_blocks``) and maps it with ``map_batches(_RayPredictor)`` on a
+fixed pool of ``workers`` actors with ``threads`` CPUs each: each actor loads (and verifies) the
+bundle once, and each block of keys comes back as an Arrow table of rows, read, decoded and predicted
+on the actor (no pixels travel through the object store). The driver iterates the
 output as it streams (``iter_batches``) and hands each block to the output, so rows reach the
 database while the job runs and a killed job loses at most the blocks in flight.
 
