@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -108,6 +109,7 @@ class _Predicted:
 
 
 def _predict_file(path: str) -> _Predicted:
+    """Decode, preprocess, infer and postprocess one file in a model worker (see ``_init_model_worker``)."""
     m = _WORKER_MODEL
     assert m is not None
     t0 = time.perf_counter()
@@ -124,6 +126,69 @@ def _predict_file(path: str) -> _Predicted:
     pred.latency_ms = {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
                        "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)}
     return _Predicted(pred, None, size)
+
+
+def _predict_files(paths: list[str]) -> list[_Predicted]:
+    return [_predict_file(p) for p in paths]
+
+
+#: files a model worker gets per task (see ``_Chunked``)
+_FILES_PER_TASK = 4
+
+
+class _Chunked:
+    """One future per file over a process pool that gets the files ``size`` at a time: a task is a
+    pickled call, a result message and a wake-up of the pool's threads, ~200 us of CPU per file
+    with one file a task and ~55 us with four (measured here, 2 workers); the files stay in order.
+    ``flush`` sends what is buffered (the caller does before it waits on a buffered file)."""
+
+    def __init__(self, pool: Executor, size: int) -> None:
+        self.pool = pool
+        self.size = size
+        self._buf: list[tuple[str, Future[Any]]] = []
+
+    def submit(self, path: str) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._buf.append((path, fut))
+        if len(self._buf) >= self.size:
+            self.flush()
+        return fut
+
+    def holds(self, fut: Future[Any]) -> bool:
+        return any(f is fut for _, f in self._buf)
+
+    def flush(self) -> None:
+        """Send the buffered files as one task. BrokenExecutor (the workers died) is raised after
+        every buffered future got it, so that the caller can fall back and ``_collect`` redoes them."""
+        if not self._buf:
+            return
+        buf, self._buf = self._buf, []
+        try:
+            task = self.pool.submit(_predict_files, [p for p, _ in buf])
+        except BrokenExecutor as exc:
+            for _, f in buf:
+                f.set_exception(exc)
+            raise
+
+        def done(t: Future[Any]) -> None:
+            if t.cancelled():
+                for _, f in buf:
+                    f.cancel()
+                return
+            exc = t.exception()
+            if exc is not None:
+                for _, f in buf:
+                    f.set_exception(exc)
+                return
+            for (_, f), res in zip(buf, t.result(), strict=True):
+                f.set_result(res)
+
+        task.add_done_callback(done)
+
+    def cancel(self) -> None:
+        for _, f in self._buf:
+            f.cancel()
+        self._buf = []
 
 
 def _cores() -> int:
@@ -440,6 +505,7 @@ class Pipeline:
         prefetch = self.prefetch if self._prefetch_given else max(4, workers * 2)
         retired: list[Executor] = []
         pool_model = self._model
+        chunks: _Chunked | None = None
         if single:
             pool = _InlineExecutor()
         elif n_model:
@@ -450,6 +516,9 @@ class Pipeline:
             pool = ProcessPoolExecutor(n_model, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_init_model_worker,
                                        initargs=(pool_model, pool_model.reduced_decode))
+            chunks = _Chunked(pool, _FILES_PER_TASK)
+            # enough files in flight to keep every worker busy with a task in hand and one queued
+            prefetch = max(prefetch, _FILES_PER_TASK * n_model * 2)
             self.stats.model_workers = n_model
             log.info("%d worker process(es), each running the model on one thread", n_model)
         elif procs:
@@ -489,20 +558,22 @@ class Pipeline:
                         exhausted = True
                         break
                     fut: Future[Any]
-                    if n_model and self._model is not pool_model:
+                    if chunks is not None and self._model is not pool_model:
                         # the model was swapped: the workers hold the old one, so the rest runs
                         # here (what they already took is redone with the new model in _finish)
                         log.info("model swapped: inference moves back into this process")
+                        with contextlib.suppress(BrokenExecutor):  # then _collect redoes those files here
+                            chunks.flush()
                         pool.shutdown(wait=False)
                         retired.append(pool)
-                        n_model, pool = 0, ThreadPoolExecutor(workers, thread_name_prefix="prep")
-                    if n_model and frame.error is None:
+                        chunks, pool = None, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                    if chunks is not None and frame.error is None:
                         try:
-                            fut = pool.submit(_predict_file, frame.source)
+                            fut = chunks.submit(frame.source)
                         except BrokenExecutor:
                             log.warning("model workers died; running the model in this process from here on")
                             pool.shutdown(wait=False, cancel_futures=True)
-                            n_model, pool = 0, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                            chunks, pool = None, ThreadPoolExecutor(workers, thread_name_prefix="prep")
                             fut = pool.submit(self._prepare, frame, self._model)
                     elif procs and frame.error is None:
                         try:
@@ -519,8 +590,17 @@ class Pipeline:
                 if not pending or self._stop.is_set():
                     break
                 frame, model, fut = pending.popleft()
+                if chunks is not None and chunks.holds(fut):
+                    try:
+                        chunks.flush()  # the rest of the files, or a chunk the next one is in
+                    except BrokenExecutor:
+                        log.warning("model workers died; running the model in this process from here on")
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        chunks, pool = None, ThreadPoolExecutor(workers, thread_name_prefix="prep")
                 self._finish(self._collect(frame, model, fut), writer)
         finally:
+            if chunks is not None:
+                chunks.cancel()
             for _, _, f in pending:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -613,7 +693,7 @@ class Pipeline:
             res = fut.result()
         except BrokenExecutor:  # BrokenProcessPool (a thread pool without initializer never breaks)
             # A decode worker died (out of memory, killed): do this frame here, not lose it.
-            log.warning("a decode worker died; decoding %s in the main process", frame.source)
+            log.warning("a worker process died; doing %s in this process", frame.source)
             return self._prepare(frame, model)
         if isinstance(res, _Prepared):
             return res

@@ -220,3 +220,33 @@ def test_a_model_with_a_fixed_batch_of_one_runs_rows_one_by_one(mobilenet_bundle
         assert pipeline_module._takes_batches(m)
     with Model.load(mobilenet_bundle, backend="litert", threads=1) as mb:
         assert not pipeline_module._takes_batches(mb)
+
+
+def test_a_model_worker_killed_mid_run_loses_no_frame(mobilenet_bundle: Path, tmp_path: Path,
+                                                      reference_images: dict[str, Path]) -> None:
+    """SIGKILL to a worker (the out-of-memory killer, say): the files it and its siblings held are
+    redone in this process, the rest run here too; every frame once, in order, none an error."""
+    import multiprocessing
+    import signal
+
+    if pipeline_module._cores() < 2:
+        pytest.fail("this test needs 2 cores (model workers run only where there are 2 or more)")
+    n = pipeline_module._PROCESS_MIN_FILES + 16
+    d = _many_files(tmp_path / "many", list(reference_images.values()), n)
+    killed: list[int] = []
+    sink = ListSink()
+    with Model.load(mobilenet_bundle, backend="litert") as m:
+        pipe = Pipeline(m, ImageFilesSource(d), [sink])
+
+        def on_record(rec: dict[str, Any]) -> None:
+            if rec["frame"] == 5:
+                child = multiprocessing.active_children()[0]
+                assert child.pid is not None
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+
+        pipe.on_record = on_record
+        stats = pipe.run()
+    assert killed and stats.model_workers >= 2
+    assert [r["frame"] for r in sink.records] == list(range(n)) and stats.errors == 0
+    assert all(r["top_k"][0]["label"] == MOBILENET_REFERENCE[Path(r["source"]).name[4:]][0] for r in sink.records)
