@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from ._manifest import Invalid, Postprocess, Preprocess, TensorSpec
 from ._samples import check_samples as run_samples
 from ._samples import load_sample, sample_names
 from ._version import __version__
-from .backends import BackendOptions, backends_for
+from .backends import BackendOptions, TensorInfo, backends_for
 
 if TYPE_CHECKING:
     from ._signing import PrivateKey
@@ -71,13 +71,40 @@ def describe_model(path: str | Path, *, threads: int | None = 1) -> ModelDescrip
             errors.append(str(exc))
             continue
         try:
-            return ModelDescription(p, fmt, [i.to_spec() for i in be.inputs], [o.to_spec() for o in be.outputs],
+            ins, outs = be.inputs, be.outputs
+            if fmt == "onnx":
+                ins, outs = _onnx_quantization(p, ins, outs)
+            return ModelDescription(p, fmt, [i.to_spec() for i in ins], [o.to_spec() for o in outs],
                                     cls.name, be.library_version(), p.stat().st_size)
         finally:
             be.close()
     hint = "pip install 'edge-runtime[tflite]'" if fmt == "tflite" else "pip install 'edge-runtime[onnx]'"
     raise BackendUnavailableError(f"{p}: no installed backend can describe {fmt} models; {hint}"
                                   + (f" ({'; '.join(errors)})" if errors else ""))
+
+
+def _onnx_quantization(path: Path, ins: Sequence[TensorInfo], outs: Sequence[TensorInfo]
+                       ) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The 8-bit inputs and outputs of an ONNX model with the scale and zero point its graph gives
+    them (see ``_onnx_graph``): onnxruntime reports none, and without them a bundle's scores would be
+    the raw integers."""
+    eight_bit = {t.name for t in (*ins, *outs) if t.quantization is None and t.dtype.itemsize == 1
+                 and t.dtype.kind in "iu"}
+    if not eight_bit:
+        return list(ins), list(outs)
+    from ._onnx_graph import io_quantization
+
+    found = io_quantization(path)
+    if found is None:
+        log.warning("%s: %s are 8-bit, and without the onnx package their scale and zero point cannot be "
+                    "read from the graph; their values stay raw integers (pip install onnx)",
+                    path, ", ".join(sorted(eight_bit)))
+        return list(ins), list(outs)
+
+    def fix(t: TensorInfo) -> TensorInfo:
+        return replace(t, quantization=found[t.name]) if t.name in eight_bit and t.name in found else t
+
+    return [fix(t) for t in ins], [fix(t) for t in outs]
 
 
 def make_bundle(
