@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BundleError, IntegrityError, ManifestError, SignatureError, UnsafeArchiveError
+from ._errors import BundleError, IntegrityError, ManifestError, SignatureError, UnsafeArchiveError, suggest_key
 from ._manifest import FileEntry, Invalid, Manifest
 from ._signing import sign_bytes, verify_bytes
 
@@ -243,8 +243,10 @@ def parse_manifest(raw: bytes, *, where: str) -> Manifest:
     except Invalid as exc:
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"]) or "(root)"
+        hint = suggest_key(Manifest, tuple(str(x) for x in first["loc"])) \
+            if first["type"] == "extra_forbidden" else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ManifestError(f"{where}: {loc}: {first['msg']}{more}") from exc
+        raise ManifestError(f"{where}: {loc}: {first['msg']}{hint}{more}") from exc
 
 
 def _json_depth(raw: bytes) -> int:

@@ -144,7 +144,7 @@ def describe_validation_error(exc: Any, what: str, *, where: str | None = None, 
         kind = err["type"]
         msg = str(err["msg"]).removeprefix("Value error, ")
         if model is not None and kind == "extra_forbidden":
-            msg = "unknown key" + _suggest_key(model, loc)
+            msg = "unknown key" + suggest_key(model, loc)
         elif model is not None and kind == "missing":
             msg = "missing (required)"
         if show_values and kind not in ("missing", "extra_forbidden") and loc \
@@ -183,15 +183,22 @@ def validated(model: type[_M], data: Mapping[str, Any], what: str, error: type[E
         raise error(describe_validation_error(exc, what, where=where)) from exc
 
 
-def _suggest_key(model: type[Any], loc: tuple[str, ...]) -> str:
+def suggest_key(model: type[Any], loc: tuple[str, ...]) -> str:
     """For an unknown key at ``loc`` of ``model`` (a pydantic model or a device_profiles record): the
-    known key it is closest to, or all of them."""
+    known key it is closest to, or all of them. List positions and dict keys in ``loc`` are passed
+    over (``inputs.0.nme`` is a TensorSpec's key)."""
     import difflib
 
     inner: type[Any] | None = model
+    container = False
     for part in loc[:-1]:
-        inner = _nested_model(inner, part) if inner is not None else None
-    keys = _model_keys(inner) if inner is not None else None
+        if container:  # the position in a list or the key in a dict
+            container = False
+            continue
+        if inner is None:
+            break
+        inner, container = _nested_model(inner, part)
+    keys = _model_keys(inner) if inner is not None and not container else None
     if not keys:
         return ""
     close = difflib.get_close_matches(loc[-1], keys, n=1)
@@ -207,8 +214,9 @@ def _model_keys(model: type[Any]) -> list[str] | None:
     return list(fields) if isinstance(fields, dict) else None
 
 
-def _nested_model(model: type[Any], key: str) -> type[Any] | None:
-    """The model (class) of ``model``'s field ``key`` when that field holds one (``X | None`` too)."""
+def _nested_model(model: type[Any], key: str) -> tuple[type[Any] | None, bool]:
+    """The model (class) of ``model``'s field ``key`` when that field holds one (``X | None`` too),
+    and whether it holds them in a list or dict."""
     import typing
 
     from device_profiles.checked import Checked
@@ -218,8 +226,8 @@ def _nested_model(model: type[Any], key: str) -> type[Any] | None:
     else:
         field = getattr(model, "model_fields", {}).get(key)
         ann = field.annotation if field is not None else None
-    candidates = typing.get_args(ann) or (ann,)
-    for c in candidates:
+    container = typing.get_origin(ann) in (list, tuple, dict)
+    for c in typing.get_args(ann) or (ann,):
         if isinstance(c, type) and (issubclass(c, Checked) or hasattr(c, "model_fields")):
-            return c
-    return None
+            return c, container
+    return None, False

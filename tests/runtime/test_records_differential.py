@@ -191,3 +191,31 @@ def test_nan_and_infinity_are_no_numbers(path: tuple[Any, ...], value: float) ->
     doc = copy.deepcopy(BASES[0])
     doc["metrics"]["loss"] = value
     assert json.loads(Manifest.from_dict(doc).to_json_bytes())["metrics"]["loss"] is None
+
+
+@pytest.mark.parametrize("path, key, hint", [
+    ((), "verison", "did you mean 'version'?"),
+    (("postprocess",), "top_kk", "did you mean 'top_k'?"),
+    (("inputs", 0), "nme", "did you mean 'name'?"),
+    (("inputs", 0, "quantization"), "zero_pont", "did you mean 'zero_point'?"),
+    (("files", "model.tflite"), "sha", "did you mean 'sha256'?"),
+    (("preprocess",), "qqq",
+     "(known keys: kind, size, resize_mode, interpolation, color, mean, std, scale, pad_value)"),
+])
+def test_an_unknown_key_gets_the_closest_known_one(path: tuple[Any, ...], key: str, hint: str) -> None:
+    from edge_runtime._errors import describe_validation_error
+
+    doc = copy.deepcopy(BASES[0])
+    target = doc
+    for p in path:
+        target = target[p]
+    target[key] = 1
+    where = ".".join(str(p) for p in (*path, key))
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(doc).encode(), where="manifest.json")
+    sep = " " if hint[0] == "(" else "; "
+    assert str(info.value) == f"manifest.json: {where}: Extra inputs are not permitted{sep}{hint}"
+    with pytest.raises(ValueError) as exc:
+        Manifest.from_dict(doc)
+    assert describe_validation_error(exc.value, "manifest", model=Manifest) == \
+        f"invalid manifest: {where}: unknown key{sep}{hint}"
