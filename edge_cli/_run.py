@@ -49,11 +49,16 @@ __all__ = ["run_cmd"]
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N frames.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Force a backend (default: the device profile's order).")
-@click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the device profile's).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Inference threads (default: the device profile's). Set, it also keeps inference in this "
+                   "process (no worker processes).")
 @click.option("--profile", help="Device profile name (default: detected). See `edge profiles list`.")
 @click.option("--pubkey", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Require a bundle signature by this Ed25519 public key (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), help="Decode/preprocess threads for file sources.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Parallel workers for file sources. Over 64 image files or more with --threads unset, each "
+                   "worker is a process running the model on one thread (default: one per core; each holds a "
+                   "copy of the model); otherwise decode/preprocess threads.")
 @click.option("--summary/--no-summary", default=True, show_default=True,
               help="Print frames, errors and fps to stderr at the end.")
 @click.option("--mqtt", "mqtt_url", envvar="EDGE_MQTT_URL", metavar="URL",
