@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,17 +171,19 @@ class _Chunked:
             raise
 
         def done(t: Future[Any]) -> None:
+            # on the pool's thread, while the run may be cancelling what it no longer waits for
+            # (a reader that closed stdout, a stop): a future cancelled meanwhile keeps that state
             if t.cancelled():
                 for _, f in buf:
                     f.cancel()
                 return
             exc = t.exception()
-            if exc is not None:
-                for _, f in buf:
-                    f.set_exception(exc)
-                return
-            for (_, f), res in zip(buf, t.result(), strict=True):
-                f.set_result(res)
+            for i, (_, f) in enumerate(buf):
+                with contextlib.suppress(InvalidStateError):
+                    if exc is not None:
+                        f.set_exception(exc)
+                    else:
+                        f.set_result(t.result()[i])
 
         task.add_done_callback(done)
 
