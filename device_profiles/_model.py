@@ -11,13 +11,14 @@ import functools
 import re
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ._errors import ProfileFormatError, ProfileNotFoundError
 from .checked import Check, Checked, Invalid, dotted
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "Arch",
@@ -170,11 +171,13 @@ class Profile(Checked):
 
 
 def _data_dir() -> Traversable:
-    # From a folder (a checkout, an installed wheel), the folder itself: importlib.resources.files()
-    # would import importlib.readers and zipfile on every device start (1.5 ms), for zip imports only.
+    # From a folder (a checkout, an installed wheel), the folder itself: importlib.resources (and
+    # through it tempfile, shutil, importlib.readers, zipfile: ~4 ms) only for a zip import.
     here = Path(__file__).parent / "data"
     if here.is_dir():
         return here
+    from importlib import resources
+
     return resources.files("device_profiles").joinpath("data")
 
 

@@ -6,16 +6,12 @@ model, ``labels.txt``, any other files listed in the manifest, and optionally ``
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 import weakref
-import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +105,11 @@ class Bundle:
         self.signature = signature
         self.origin = origin
         self.signed_by = signed_by
-        self._finalizer = weakref.finalize(self, shutil.rmtree, tmpdir, True) if tmpdir else None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if tmpdir:
+            import shutil  # only for an extracted archive: a bundle directory (the usual run) needs none
+
+            self._finalizer = weakref.finalize(self, shutil.rmtree, tmpdir, True)
 
     @property
     def model_path(self) -> Path:
@@ -162,6 +162,9 @@ def open_bundle(
     if p.is_dir():
         root = p
     elif is_archive(p):
+        import shutil  # here and below: a bundle directory (`edge run`'s usual case) needs neither
+        import tempfile
+
         if extract_to is not None:
             root = Path(extract_to)
             root.mkdir(parents=True, exist_ok=True)
@@ -183,6 +186,8 @@ def open_bundle(
         return _load(root, p, pubkey, require_signature, verify_hashes, tmpdir)
     except BaseException:
         if tmpdir:
+            import shutil
+
             shutil.rmtree(tmpdir, ignore_errors=True)
         raise
 
@@ -298,6 +303,7 @@ def safe_extract(
 
     Every entry is checked before anything is written, so a hostile archive writes nothing.
     """
+    import shutil
     import tarfile  # here: opening a bundle directory (`edge run`'s usual case) needs no tar
 
     a, d = Path(archive), Path(dest).resolve()
@@ -332,6 +338,8 @@ def prescan_tar(archive: str | Path, *, max_members: int = MAX_ARCHIVE_MEMBERS,
     few MB of gzip declaring a 700 MiB PAX header cost GiBs before any of our checks ran. Here only the
     header blocks are looked at (the data is streamed past in 1 MiB reads), in constant memory.
     """
+    import gzip
+    import zlib
     a = Path(archive)
     try:
         with gzip.open(a, "rb") as gz:
@@ -415,6 +423,8 @@ def write_bundle(
     ``manifest_fields`` holds every manifest field except ``model`` and ``files``, which are
     computed here. If ``out_dir`` ends in ``.tar.gz`` the archive form is written instead.
     """
+    import shutil
+    import tempfile
     out = Path(out_dir)
     if is_archive(out):
         with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
@@ -471,6 +481,7 @@ def write_bundle(
 def sign_bundle(path: str | Path, key: PrivateKey) -> Path:
     """(Re)sign a bundle directory or archive in place with ``key``. The hashes are checked first:
     signing a bundle whose files do not match its manifest would bless a tampered bundle."""
+    import tempfile
     p = Path(path)
     if p.is_dir():
         b = open_bundle(p)
@@ -487,6 +498,7 @@ def sign_bundle(path: str | Path, key: PrivateKey) -> Path:
 
 def pack_bundle(bundle_dir: str | Path, archive: str | Path, *, overwrite: bool = False) -> Path:
     """Pack a bundle directory into a .tar.gz with the files at the archive's top level."""
+    import gzip
     import tarfile
 
     src, dst = Path(bundle_dir), Path(archive)
