@@ -10,6 +10,8 @@ it runs, as subprocesses, interleaved, --reps times each:
   naive-1t / naive-2t  the loop a competent user writes (Pillow open, convert, resize 224 bilinear,
                        LiteRT invoke, argmax, one JSON line per input; OpenCV read + cv2.resize for
                        the video; onnxruntime one row at a time for rows), inference threads 1 / 2
+  naive-2p             for the image directories: two naive-1t processes at once, each on half the
+                       files: the work shared out by hand, what no single loop can beat on 2 cores
   edge-run             `edge run BUNDLE --source SRC --output out.jsonl` with defaults
 and reports the median wall time, the median CPU time of the child (user + sys, getrusage, its
 decode workers included), the inference latency inside `edge run` (median of the records'
@@ -132,6 +134,37 @@ def run_child(argv: list[str], out: Path) -> dict[str, float]:
     if infs:
         res["inference_ms_p50"] = float(np.median(infs))
     return res
+
+
+def run_pair(argvs: list[list[str]], outs: list[Path]) -> dict[str, float]:
+    """Two children at once (the naive loop on each half of the files): wall time until both are
+    done, CPU time of both."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(a, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for a in argvs]
+    cpu = 0.0
+    for proc in procs:
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"naive pair failed:\n{err.decode(errors='replace')[-2000:]}")
+        cpu += ru.ru_utime + ru.ru_stime
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "cpu_s": cpu, "lines": sum(len(o.read_text().splitlines()) for o in outs)}
+
+
+def halves(src: Path) -> list[Path]:
+    """``src``'s files in two directories (hard links), first half and second half."""
+    files = sorted(src.iterdir())
+    out = []
+    for k, part in enumerate((files[:len(files) // 2], files[len(files) // 2:])):
+        d = src.parent / f"{src.name}-half{k}"
+        d.mkdir()
+        for f in part:
+            os.link(f, d / f.name)
+        out.append(d)
+    return out
 
 
 # -- data -----------------------------------------------------------------------------------------------
@@ -353,9 +386,11 @@ def main() -> None:
                            "all_cores_bound_s": round(startup + n * (dec + inf) / cores / 1000, 3)}
         one_row = single_row(*sources["rows"][:2]) if "rows" in sources else None
 
-        variants: list[tuple[str, int | None]] = [("naive-1t", 1), ("naive-2t", 2), ("edge-run", None)]
+        variants: list[tuple[str, int | None]] = [("naive-1t", 1), ("naive-2t", 2), ("naive-2p", 0),
+                                                  ("edge-run", None)]
         if args.with_threads_2:
             variants.append(("edge-run-t2", -2))
+        split = {kind: halves(src) for kind, (_, src, _, _) in sources.items() if kind in ("mixed", "hd")}
         runs: dict[str, dict[str, list[dict[str, float]]]] = {k: {v: [] for v, _ in variants} for k in sources}
         for rep in range(args.reps):
             for kind, (bundle, src, script, _) in sources.items():
@@ -363,6 +398,15 @@ def main() -> None:
                 for name, threads in order:
                     out = tmp / f"{kind}-{name}.jsonl"
                     out.unlink(missing_ok=True)
+                    if threads == 0:
+                        if kind not in split:
+                            continue  # a video or a CSV does not split into two independent halves here
+                        model = bundle / "model.tflite"
+                        outs = [tmp / f"{kind}-{name}-{k}.jsonl" for k in (0, 1)]
+                        runs[kind][name].append(run_pair(
+                            [[PY, "-c", script, str(model), str(h), str(o), "1", str(labels_file)]
+                             for h, o in zip(split[kind], outs, strict=True)], outs))
+                        continue
                     if threads is None or threads < 0:
                         argv = [PY, "-m", "edge_cli", "run", str(bundle), "--source", str(src), "--output", str(out)]
                         if threads is not None:
@@ -378,7 +422,7 @@ def main() -> None:
     for kind, by in runs.items():
         med = {v: {"wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
                    "cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
-                   "lines": rs[0]["lines"]} for v, rs in by.items()}
+                   "lines": rs[0]["lines"]} for v, rs in by.items() if rs}
         inf_in = [r["inference_ms_p50"] for r in by["edge-run"] if "inference_ms_p50" in r]
         best_naive = min(med["naive-1t"]["wall_s"], med["naive-2t"]["wall_s"])
         e = med["edge-run"]["wall_s"]
@@ -386,6 +430,8 @@ def main() -> None:
                                "speedup_vs_best_naive": round(best_naive / e, 3),
                                "edge_run_over_bound": round(e / stage[kind]["bound_s"], 3),
                                "edge_run_over_all_cores_bound": round(e / stage[kind]["all_cores_bound_s"], 3)}
+        if "naive-2p" in med:
+            res["edge_run_over_naive_2p"] = round(e / med["naive-2p"]["wall_s"], 3)
         if inf_in and kind != "rows":
             res["edge_run_inference_ms_p50"] = round(float(np.median(inf_in)), 3)
             # edge run splits 2 cores into 1 inference thread + decoding: compare with the 1-thread call
@@ -411,6 +457,11 @@ def main() -> None:
         print(f"\none row at a time (CPU per row, 1 thread): Model.predict {one_row['model_predict_us']:.1f} us, "
               f"raw InferenceSession.run {one_row['raw_onnxruntime_us']:.1f} us: "
               f"{one_row['speed_ratio']:.2f}x of raw's speed")
+    pairs = {k: r for k, r in results.items() if "naive-2p" in r}
+    if pairs:
+        print("\ntwo naive 1-thread processes at once, each on half the files (the work shared out by hand): "
+              + ", ".join(f"{k} {r['naive-2p']['wall_s']:.2f} s ({r['naive-2p']['cpu_s']:.2f} s CPU); "
+                          f"`edge run` takes {r['edge_run_over_naive_2p']:.2f}x that" for k, r in pairs.items()))
     if args.with_threads_2:
         print("\n`edge run --threads 2` (no core split): " + ", ".join(
             f"{k} {r['edge-run-t2']['wall_s']:.2f} s ({r['edge-run-t2']['cpu_s']:.2f} s CPU)"
