@@ -118,23 +118,34 @@ def debian_root_amd64() -> Path:
 
 def debian_root_arm64() -> Path:
     def build(tmp: Path) -> None:
-        root = tmp / "root"
-        _run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3",
-              SUITE, str(root), debian_mirror()], stdout=subprocess.DEVNULL)
-        # The first stage unpacks only the required packages; unpack every downloaded .deb
-        # (python3 and its libraries included) so the interpreter can run under qemu-user.
-        for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(root)])
+        _unpack_foreign(tmp / "root", "arm64", ("python3",))
 
     root = cached(f"debian-{SUITE}-arm64", build) / "root"
     # qemu-user serves the emulated program the host's x86 /proc/cpuinfo, which ARM CPU-feature
     # probes (the cpuinfo library inside LiteRT/XNNPACK) cannot parse and crash on. With -L ROOT
     # qemu opens ROOT/proc/cpuinfo first: give it what a Raspberry Pi 4 (Cortex-A72) reports.
-    cpuinfo = root / "proc/cpuinfo"
-    if not cpuinfo.is_file() or cpuinfo.read_text() != PI4_CPUINFO:
-        cpuinfo.parent.mkdir(exist_ok=True)
-        cpuinfo.write_text(PI4_CPUINFO)
+    _give_cpuinfo(root, PI4_CPUINFO)
     return root
+
+
+def _unpack_foreign(root: Path, arch: str, packages: tuple[str, ...]) -> list[Path]:
+    """``debootstrap --foreign`` of ``packages`` for ``arch``, every fetched .deb unpacked into
+    ``root`` (the first stage unpacks only the required ones; no second stage, which needs binfmt).
+    Returns the .debs."""
+    _run(["debootstrap", "--foreign", f"--arch={arch}", "--variant=minbase", f"--include={','.join(packages)}",
+          SUITE, str(root), debian_mirror()], stdout=subprocess.DEVNULL)
+    debs = sorted((root / "var/cache/apt/archives").glob("*.deb"))
+    for deb in debs:
+        _run(["dpkg-deb", "-x", str(deb), str(root)])
+    return debs
+
+
+def _give_cpuinfo(root: Path, text: str) -> None:
+    """``ROOT/proc/cpuinfo``, which qemu-user (``-L ROOT``) shows the guest instead of the host's."""
+    cpuinfo = root / "proc/cpuinfo"
+    if not cpuinfo.is_file() or cpuinfo.read_text() != text:
+        cpuinfo.parent.mkdir(exist_ok=True)
+        cpuinfo.write_text(text)
 
 
 PI4_CPUINFO = "".join(
@@ -155,11 +166,7 @@ def debian_root_armhf(packages: tuple[str, ...] = ARMHF_DEBIAN_PACKAGES) -> Path
 
     def build(tmp: Path) -> None:
         root = tmp / "root"
-        _run(["debootstrap", "--foreign", "--arch=armhf", "--variant=minbase", f"--include={','.join(packages)}",
-              SUITE, str(root), debian_mirror()], stdout=subprocess.DEVNULL)
-        debs = sorted((root / "var/cache/apt/archives").glob("*.deb"))
-        for deb in debs:
-            _run(["dpkg-deb", "-x", str(deb), str(root)])
+        debs = _unpack_foreign(root, "armhf", packages)
         _link_alternatives(root, "arm-linux-gnueabihf")
         # The .debs are not needed any more once unpacked (python3-opencv pulls hundreds of MB).
         for deb in debs:
@@ -168,10 +175,7 @@ def debian_root_armhf(packages: tuple[str, ...] = ARMHF_DEBIAN_PACKAGES) -> Path
     root = cached(f"debian-{SUITE}-armhf-{_key(sorted(packages))}", build) / "root"
     # As for arm64: qemu-user would show the guest the host's x86 cpuinfo, which profile detection
     # (and any native CPU probe) reads. Give it what a Raspberry Pi 4 on a 32-bit kernel reports.
-    cpuinfo = root / "proc/cpuinfo"
-    if not cpuinfo.is_file() or cpuinfo.read_text() != PI4_ARMV7_CPUINFO:
-        cpuinfo.parent.mkdir(exist_ok=True)
-        cpuinfo.write_text(PI4_ARMV7_CPUINFO)
+    _give_cpuinfo(root, PI4_ARMV7_CPUINFO)
     return root
 
 
