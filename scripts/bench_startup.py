@@ -80,8 +80,12 @@ run medians as wall / CPU / RSS, then the ratios to plain LiteRT:
                                    1.81x / 1.84x / 1.32x                   1.38x / 1.35x / 1.13x
     plain LiteRT, same runs        0.18-0.21 s / 0.17-0.19 s / 52.8-53.0 MiB
 
-Both targets (1.5x wall, 1.3x RSS) are met, the wall one by a small margin (1.24-1.45x): the RSS
-figure is exact to 0.1 MiB, the CPU ratio 1.35-1.44x. What remains (-X importtime, cached
+Those runs were on a loaded machine (load 1.6-2.8), which slows the plain script's shorter run
+proportionally more. On a quiet machine (load below 1, six runs of ``--repeat 9`` between 19:29
+and 19:40, after the lazy-import changes of ded572e): edge run 0.19-0.21 s / 0.29-0.31 s CPU /
+59.8 MiB, plain 0.12-0.14 s / 0.22-0.24 s / 53.0 MiB: wall **1.48-1.56x (median 1.53x)**, CPU
+1.29-1.39x, RSS 1.13x. So the RSS target is met and the wall target is not, by up to 4 %. The RSS
+figure is exact to 0.1 MiB. What remains (-X importtime, cached
 bytecode, best of 7): click 13 ms and edge_cli's own modules ~11 ms (the CLI framework), the
 device profiles ~7 ms to import (tomllib 1.5, the validator 1.4) and ~5 ms to detect (every
 shipped profile's TOML parsed and validated to choose one), the manifest ~2 ms to import and
