@@ -324,12 +324,7 @@ class Model:
         t2 = time.perf_counter()
         pred = self.postprocess(outs, image_size=_image_size(x) if self._pre is not None else None)
         t3 = time.perf_counter()
-        pred.latency_ms = {
-            "preprocess": round((t1 - t0) * 1000, 3),
-            "inference": round((t2 - t1) * 1000, 3),
-            "postprocess": round((t3 - t2) * 1000, 3),
-            "total": round((t3 - t0) * 1000, 3),
-        }
+        pred.latency_ms = _latency(t0, t1, t2, t3)
         return pred
 
     def predict_file(self, path: str | Path) -> Prediction:
@@ -362,6 +357,13 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<Model {self.name} v{self.version} on {self.backend_name}>"
+
+
+def _latency(t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
+    """``latency_ms`` of one input from four ``perf_counter`` readings: before preprocessing,
+    before inference, before postprocessing, at the end."""
+    return {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
+            "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)}
 
 
 def _image_size(x: Any) -> tuple[int, int] | None:

@@ -37,7 +37,7 @@ import numpy as np
 from ._errors import EdgeError, SinkError
 from ._imaging import ImagePreprocessor, decode_image
 from ._manifest import Preprocess, TensorSpec
-from ._model import Model, Prediction, _image_size
+from ._model import Model, Prediction, _image_size, _latency
 from ._record import Record, error_record, make_record
 from ._sinks import Sink
 from .sources import Frame, ImageFilesSource, Source, TabularSource, VideoFileSource
@@ -122,9 +122,7 @@ def _predict_file(path: str) -> _Predicted:
         pred = m.postprocess(outs, image_size=size)
     except EdgeError as exc:
         return _Predicted(None, str(exc), None)
-    t3 = time.perf_counter()
-    pred.latency_ms = {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3),
-                       "postprocess": round((t3 - t2) * 1000, 3), "total": round((t3 - t0) * 1000, 3)}
+    pred.latency_ms = _latency(t0, t1, t2, time.perf_counter())
     return _Predicted(pred, None, size)
 
 
@@ -178,12 +176,13 @@ class _Chunked:
                     f.cancel()
                 return
             exc = t.exception()
-            for i, (_, f) in enumerate(buf):
+            results = t.result() if exc is None else [None] * len(buf)
+            for (_, f), res in zip(buf, results, strict=True):
                 with contextlib.suppress(InvalidStateError):
                     if exc is not None:
                         f.set_exception(exc)
                     else:
-                        f.set_result(t.result()[i])
+                        f.set_result(res)
 
         task.add_done_callback(done)
 
@@ -191,6 +190,18 @@ class _Chunked:
         for _, f in self._buf:
             f.cancel()
         self._buf = []
+
+
+_MODEL_WORKERS_DIED = "model workers died; running the model in this process from here on"
+_DECODE_WORKERS_DIED = "decode workers died; decoding in threads from here on"
+
+
+def _threads_instead(pool: Executor, workers: int, why: str) -> ThreadPoolExecutor:
+    """A thread pool to go on with when ``pool``'s worker processes died (BrokenExecutor): what it
+    still held is cancelled (``_collect`` redoes those files here)."""
+    log.warning(why)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return ThreadPoolExecutor(workers, thread_name_prefix="prep")
 
 
 def _cores() -> int:
@@ -391,9 +402,20 @@ class Pipeline:
             return _Prepared(frame, error=str(exc))
         return _Prepared(frame, model, tensors, preprocess_ms=(time.perf_counter() - t0) * 1000)
 
-    def _use_processes(self, threads: int | None = None) -> bool:
-        """Whether image files are decoded in worker processes, with ``threads`` inference threads
-        (default: the model's current ones)."""
+    def _files_to_run(self) -> int:
+        """How many files of an ImageFilesSource this run takes (``limit`` counted)."""
+        assert isinstance(self.source, ImageFilesSource)
+        n = len(self.source)
+        return n if self.limit is None else min(n, self.limit)
+
+    @staticmethod
+    def _can_fork() -> bool:
+        import multiprocessing  # only here: it imports socket and more, which a run over a few files never uses
+
+        return "fork" in multiprocessing.get_all_start_methods()  # spawn would re-run the caller's main module
+
+    def _use_processes(self) -> bool:
+        """Whether image files are decoded in worker processes (the model inferring here)."""
         if self.decode == "thread" or self.on_frame is not None:
             return False
         pre = self._model.manifest.preprocess
@@ -404,14 +426,9 @@ class Pipeline:
             # every core running inference threads, a decode process only adds contention) and
             # there are enough files to repay starting the workers.
             cores = _cores()
-            n = len(self.source)
-            if self.limit is not None:
-                n = min(n, self.limit)
-            if not ((threads or self._model.backend.threads or cores) < cores and n >= _PROCESS_MIN_FILES):
+            if not ((self._model.backend.threads or cores) < cores and self._files_to_run() >= _PROCESS_MIN_FILES):
                 return False
-        import multiprocessing  # only here: it imports socket and more, which a run over a few files never uses
-
-        return "fork" in multiprocessing.get_all_start_methods()  # spawn would re-run the caller's main module
+        return self._can_fork()
 
     def _model_workers(self) -> int:
         """Worker processes that each run the whole model on one inference thread, for a run over
@@ -431,12 +448,7 @@ class Pipeline:
         if self._model.manifest.preprocess.kind != "image" or not isinstance(self.source, ImageFilesSource):
             return 0
         cores = _cores()
-        n = len(self.source) if self.limit is None else min(len(self.source), self.limit)
-        if cores < 2 or n < _PROCESS_MIN_FILES:
-            return 0
-        import multiprocessing  # only here: see _use_processes
-
-        if "fork" not in multiprocessing.get_all_start_methods():
+        if cores < 2 or self._files_to_run() < _PROCESS_MIN_FILES or not self._can_fork():
             return 0
         return max(1, min(cores, self.workers)) if self._workers_given else min(cores, 8)
 
@@ -547,17 +559,13 @@ class Pipeline:
                         try:
                             fut = chunks.submit(frame.source)
                         except BrokenExecutor:
-                            log.warning("model workers died; running the model in this process from here on")
-                            pool.shutdown(wait=False, cancel_futures=True)
-                            chunks, pool = None, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                            chunks, pool = None, _threads_instead(pool, workers, _MODEL_WORKERS_DIED)
                             fut = pool.submit(self._prepare, frame, self._model)
                     elif procs and frame.error is None:
                         try:
                             fut = pool.submit(_decode_file, frame.source)
                         except BrokenExecutor:  # BrokenProcessPool (a thread pool without initializer never breaks)
-                            log.warning("decode workers died; decoding in threads from here on")
-                            pool.shutdown(wait=False, cancel_futures=True)
-                            procs, pool = False, ThreadPoolExecutor(self.workers, thread_name_prefix="prep")
+                            procs, pool = False, _threads_instead(pool, self.workers, _DECODE_WORKERS_DIED)
                             fut = pool.submit(self._prepare, frame, self._model)
                     else:
                         fut = pool.submit(self._prepare, frame, self._model)
@@ -570,9 +578,7 @@ class Pipeline:
                     try:
                         chunks.flush()  # the rest of the files, or a chunk the next one is in
                     except BrokenExecutor:
-                        log.warning("model workers died; running the model in this process from here on")
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        chunks, pool = None, ThreadPoolExecutor(workers, thread_name_prefix="prep")
+                        chunks, pool = None, _threads_instead(pool, workers, _MODEL_WORKERS_DIED)
                 self._finish(self._collect(frame, model, fut), writer)
         finally:
             if chunks is not None:
